@@ -1,0 +1,5 @@
+import sys
+
+from rdarts.cli import main
+
+sys.exit(main())

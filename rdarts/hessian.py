@@ -1,0 +1,147 @@
+"""Eigenvalues of a loss Hessian from Hessian-vector products, without materialising the Hessian.
+
+RobustDARTS tracks the dominant eigenvalue of the Hessian of the validation loss w.r.t. the architecture parameters
+α (automl/RobustDARTS ``src/search/analyze.py``). The reference builds the dense Hessian with one backward pass per
+α entry (224 for the DARTS space) and takes ``max(numpy.linalg.eigvals(H))``. Here the gradient graph is built once
+and Lanczos with full reorthogonalisation runs on Hessian-vector products by double backward: a few tens of
+products instead of one per entry. ``dense_hessian`` keeps the reference's method as an oracle for tests and analysis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+LossFn = Callable[[], torch.Tensor]
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def hvp_fn(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
+    """A function ``v -> H v`` for the Hessian of ``loss`` w.r.t. ``params`` (flattened and concatenated).
+
+    The first-order gradient graph is built once; each product is one double-backward pass through it.
+    """
+    params = list(params)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        v = v.to(flat_grad.dtype).detach()
+        hv = torch.autograd.grad(flat_grad, params, grad_outputs=v, retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]).detach()
+
+    return matvec
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    eigenvalues: list[float]
+    """The largest algebraic Ritz values, in decreasing order."""
+    iterations: int
+    """Hessian-vector products used."""
+    converged: bool
+
+
+def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: int = 100,
+            generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> LanczosResult:
+    """The ``k`` largest (algebraic) eigenvalues of a symmetric operator of size ``n``.
+
+    Lanczos with full reorthogonalisation in float64. It stops when every wanted Ritz value moved by at most ``tol``
+    relative between two iterations, when its residual bound is below ``tol`` relative, or when the Krylov space is
+    exhausted (then the values are exact). Unlike power iteration it finds the largest algebraic eigenvalue even
+    when a negative one has the larger magnitude, which happens for α Hessians.
+
+    Args:
+        matvec: ``v -> A v`` for a flat vector ``v``.
+        n: Dimension of ``A``.
+        k: How many eigenvalues to return.
+        tol: Relative tolerance of the returned eigenvalues.
+        max_iter: Most products to use (capped at ``n``).
+        generator: Seeds the start vector, for reproducible results.
+        device: Where the Lanczos vectors live.
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    max_iter = max(k, min(max_iter, n))
+    q = torch.randn(n, generator=generator, dtype=torch.float64, device="cpu").to(device)
+    q /= q.norm()
+    basis = [q]
+    alphas: list[float] = []
+    betas: list[float] = []
+    prev: torch.Tensor | None = None
+    converged = False
+    for j in range(max_iter):
+        w = matvec(basis[-1]).to(torch.float64)
+        alpha = float(w @ basis[-1])
+        w = w - alpha * basis[-1] - (betas[-1] * basis[-2] if betas else 0.0)
+        Q = torch.stack(basis, dim=1)
+        for _ in range(2):  # twice is enough (Parlett's "twice is enough") to keep Q orthonormal in floating point
+            w = w - Q @ (Q.T @ w)
+        beta = float(w.norm())
+        alphas.append(alpha)
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            T += torch.diag(off, 1) + torch.diag(off, -1)
+        theta, S = torch.linalg.eigh(T)
+        top = theta.flip(0)[: min(k, j + 1)]
+        residual = (beta * S[-1, :].abs()).flip(0)[: min(k, j + 1)]
+        scale = top.abs().clamp_min(1e-12)
+        if j + 1 >= k:
+            if beta <= 1e-10 * max(1.0, float(theta.abs().max())) or j + 1 == n:
+                converged = True
+            elif bool((residual <= tol * scale).all()):
+                converged = True
+            elif prev is not None and bool(((top - prev).abs() <= tol * scale).all()):
+                converged = True
+            if converged:
+                break
+            prev = top.clone()
+        betas.append(beta)
+        basis.append(w / beta)
+    return LanczosResult([float(t) for t in top], j + 1, converged)
+
+
+def top_eigenvalues(loss_fn: LossFn, params: Sequence[torch.Tensor], k: int, *, tol: float = 1e-4,
+                    max_iter: int = 100, seed: int = 0) -> LanczosResult:
+    """The ``k`` largest eigenvalues of the Hessian of ``loss_fn()`` w.r.t. ``params`` (jointly).
+
+    ``loss_fn`` is called once; its graph serves every Hessian-vector product.
+    """
+    params = list(params)
+    n = sum(p.numel() for p in params)
+    matvec = hvp_fn(loss_fn(), params)
+    gen = torch.Generator().manual_seed(seed)
+    return lanczos(matvec, n, k=k, tol=tol, max_iter=max_iter, generator=gen, device=params[0].device)
+
+
+def dominant_eigenvalue(loss_fn: LossFn, params: list[torch.Tensor], *, tol: float = 1e-4,
+                        max_iter: int = 100) -> float:
+    """The largest algebraic eigenvalue of the Hessian of ``loss_fn()`` w.r.t. ``params`` (jointly).
+
+    Args:
+        loss_fn: Returns a scalar tensor that depends twice-differentiably on ``params``; called once.
+        params: Tensors that require grad; their Hessian blocks, cross terms included, form one matrix.
+        tol: Relative tolerance of the eigenvalue.
+        max_iter: Most Hessian-vector products.
+    """
+    return top_eigenvalues(loss_fn, params, 1, tol=tol, max_iter=max_iter).eigenvalues[0]
+
+
+def dense_hessian(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The full Hessian, one backward pass per entry: the reference's method, kept as an oracle.
+
+    Row ``i`` is the gradient of the ``i``-th gradient entry; the result is symmetrised to remove float noise.
+    """
+    params = list(params)
+    grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    rows = []
+    for i in range(flat.numel()):
+        row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(r if r is not None else torch.zeros_like(p)).reshape(-1)
+                               for r, p in zip(row, params, strict=True)]))
+    H = torch.stack(rows).detach()
+    return (H + H.T) / 2

@@ -1,0 +1,439 @@
+"""The RobustDARTS search loop: bi-level DARTS with eigenvalue tracking, DARTS-ES and DARTS-ADA, resumable.
+
+One epoch (automl/RobustDARTS ``src/search/train_search.py``): for each training batch, an α step on a freshly drawn
+validation batch (second order: through the unrolled weight step), then a weight step with gradient clipping; then a
+validation pass in eval mode, the genotype, on eigenvalue epochs the dominant eigenvalue of the α Hessian of the
+validation loss on the epoch's last validation batch (train mode, arch weight decay included), and a full-state
+checkpoint. ES keeps the stop epoch's genotype and ends; ADA rolls back to the stop epoch's checkpoint, multiplies
+the weight decay and goes on to the last epoch.
+
+Pure PyTorch: no Ray, no MLflow. A search writes its checkpoints under ``out_dir/checkpoints`` and resumes from the
+latest one when run again; every random draw comes from seeded generators saved in the checkpoint, so a resumed
+search ends exactly as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rdarts.architect import Architect
+from rdarts.checkpoint import CheckpointStore
+from rdarts.config import ConfigError, SearchConfig
+from rdarts.data import Augment, ImageData, load_dataset
+from rdarts.device import resolve_device
+from rdarts.errors import DivergedError
+from rdarts.hessian import hvp_fn, lanczos
+from rdarts.regularization import ada_next_weight_decay, cosine_lr, cutout_enabled, drop_path_prob
+from rdarts.spaces import Genotype
+from rdarts.stopping import es_stop_epoch, local_averages
+from rdarts.supernet import Supernet
+
+__all__ = ["DivergedError", "EpochRecord", "Search", "SearchResult", "resolve_device", "run_search"]
+
+
+@dataclass
+class EpochRecord:
+    """What a search reports after each epoch. The field names are the metric keys everywhere downstream."""
+
+    epoch: int
+    ada_round: int
+    lr: float
+    weight_decay: float
+    drop_path: float
+    cutout: bool
+    train_loss: float
+    train_acc: float
+    valid_loss: float
+    valid_acc: float
+    dominant_eigenvalue: float
+    """NaN on epochs without an eigenvalue."""
+    eigenvalue_local_avg: float
+    eigenvalue_ratio: float
+    """Newest local average over the one ``es_delta`` entries earlier (the DARTS-ES statistic); NaN until defined."""
+    hessian_iters: int
+    genotype: str
+    param_free_share: float
+    alpha_entropy: float
+    alphas_normal: str
+    alphas_reduce: str
+    epoch_time_s: float
+    hessian_time_s: float
+    event: str = ""
+    """``es_stop``, ``ada_rollback`` or ``ada_ignored`` on the epoch where the ES rule fired."""
+    stop_epoch: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    genotype: Genotype
+    """The architecture the search returns: the stop epoch's for ES, the last epoch's otherwise."""
+    genotype_epoch: int
+    stop_epoch: int | None
+    status: str
+    """``finished``, ``es_stopped``."""
+    records: list[dict[str, Any]]
+
+
+@contextmanager
+def _saved_bn_buffers(model: torch.nn.Module) -> Iterator[None]:
+    """A train-mode measurement must not move the BN running statistics of the search."""
+    saved = {n: b.clone() for n, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                b.copy_(saved[n])
+
+
+def alpha_entropy(weights: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Mean entropy of the per-edge op distributions (falls as the search commits to ops)."""
+    ents = [-(w * w.clamp_min(1e-12).log()).sum(-1) for w in weights]
+    return float(torch.cat(ents).mean())
+
+
+class Search:
+    """A resumable RobustDARTS search.
+
+    Args:
+        cfg: The settings.
+        out_dir: Where checkpoints go; ``None`` keeps everything in memory (no resume).
+        train_data: The training split to use; loaded from ``cfg`` when omitted.
+        progress: Show a progress bar per epoch.
+        eigenvalue_fn: Replaces the Hessian measurement (``epoch -> λ``); a seam for tests of the stopping logic.
+    """
+
+    def __init__(self, cfg: SearchConfig, out_dir: str | Path | None = None, *, train_data: ImageData | None = None,
+                 progress: bool = False, eigenvalue_fn: Callable[[int], float] | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.progress = progress
+        self.eigenvalue_fn = eigenvalue_fn
+        self.store = CheckpointStore(Path(out_dir) / "checkpoints") if out_dir is not None else None
+        data = train_data if train_data is not None else load_dataset(cfg.dataset, root=cfg.data_root, train=True,
+                                                                      download=cfg.download)
+        data = data.subset(cfg.n_train).resized(cfg.image_size)
+        half = len(data.labels) // 2
+        if half < 2:
+            raise ConfigError(f"n_train={len(data.labels)} leaves fewer than 2 images per half")
+        # The reference's split: the first half trains the weights, the second half α.
+        self.x_train, self.y_train = data.images[:half].to(self.device), data.labels[:half].to(self.device)
+        self.x_val, self.y_val = data.images[half:].to(self.device), data.labels[half:].to(self.device)
+        self.data = data
+        self.space = cfg.search_space()
+
+        torch.manual_seed(cfg.seed)
+        self.model = Supernet(self.space, cfg.channels, data.num_classes, cfg.layers, data.in_channels).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.w_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                           weight_decay=cfg.weight_decay)
+        self.architect = Architect(self.model, self.w_optimizer, order=cfg.order, lr=cfg.arch_lr,
+                                   weight_decay=cfg.arch_weight_decay, autocast=self._autocast())
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        # Mutable search state (all of it goes into the checkpoint).
+        self.next_epoch = 0
+        self.weight_decay = cfg.weight_decay
+        self.ada_round = 0
+        self.history: dict[int, float] = {}
+        self.genotypes: dict[int, str] = {}
+        self.records: list[dict[str, Any]] = []
+        self.status = "running"
+        self.stop_epoch: int | None = None
+        self._last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def _autocast(self) -> AbstractContextManager[object] | None:
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return None
+
+    def _ac(self) -> AbstractContextManager[object]:
+        ac = self._autocast()
+        return ac if ac is not None else nullcontext()
+
+    def _augment(self, epoch: int) -> Augment:
+        cutout = cutout_enabled(self.cfg.cutout, self.cfg.drop_path)
+        return Augment(self.data, cutout=cutout, cutout_length=self.cfg.cutout_length)
+
+    def _to_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.channels_last and self.device.type == "cuda":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _set_weight_decay(self, wd: float) -> None:
+        self.weight_decay = wd
+        for group in self.w_optimizer.param_groups:
+            group["weight_decay"] = wd
+
+    # ----------------------------------------------------------------------------------------------- one epoch
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        cfg = self.cfg
+        lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+        for group in self.w_optimizer.param_groups:
+            group["lr"] = lr
+        self.model.drop_path_prob = drop_path_prob(epoch, cfg.epochs, cfg.drop_path)
+        self.model.train()
+        aug = self._augment(epoch)
+        n_train, n_val = len(self.y_train), len(self.y_val)
+        order = torch.randperm(n_train, generator=self.generator)
+        batches = [order[i:i + cfg.batch_size] for i in range(0, n_train, cfg.batch_size)]
+        batches = [b for b in batches if len(b) > 1]  # BN in train mode needs two samples
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
+                   dynamic_ncols=True)
+        for step, idx in enumerate(bar):
+            x = self._to_input(aug(self.x_train[idx.to(self.device)], self.generator))
+            y = self.y_train[idx.to(self.device)]
+            # A fresh validation batch each step, as the reference's next(iter(valid_queue)).
+            vidx = torch.randperm(n_val, generator=self.generator)[: cfg.batch_size].to(self.device)
+            xv, yv = self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]
+            self.architect.step((x, y), (xv, yv), lr, self.weight_decay)
+            self.w_optimizer.zero_grad(set_to_none=True)
+            with self._ac():
+                logits = self.model(x)
+                loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"diverged: the training loss became {loss.item()} at epoch {epoch} step {step}; "
+                                    "lower the learning rate or raise the weight decay")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), cfg.grad_clip)
+            self.w_optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            self._last_valid_batch = (xv, yv)
+        return loss_sum / seen, correct / seen
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        self.model.eval()
+        aug = Augment(self.data, augment=False)
+        bs = max(self.cfg.batch_size, 256)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i, start in enumerate(range(0, len(self.y_val), bs)):
+            if self.cfg.valid_batches is not None and i >= self.cfg.valid_batches:
+                break
+            x = self._to_input(aug(self.x_val[start:start + bs], self.generator))
+            y = self.y_val[start:start + bs]
+            with self._ac():
+                logits = self.model(x)
+            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
+        self.model.train()
+        return loss_sum / seen, correct / seen
+
+    def measure_eigenvalue(self, epoch: int) -> tuple[float, int]:
+        """λ_max of ∇²_α (L_val + arch_wd/2 ‖α‖²) on the epoch's last validation batch(es), in train mode."""
+        if self.eigenvalue_fn is not None:
+            return float(self.eigenvalue_fn(epoch)), 0
+        assert self._last_valid_batch is not None
+        batches = [self._last_valid_batch]
+        aug = self._augment(epoch)
+        for _ in range(self.cfg.hessian_batches - 1):
+            vidx = torch.randperm(len(self.y_val), generator=self.generator)[: self.cfg.batch_size].to(self.device)
+            batches.append((self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]))
+        alphas = self.model.arch_parameters()
+        wd = self.cfg.arch_weight_decay
+
+        def loss_fn() -> torch.Tensor:
+            loss = sum(F.cross_entropy(self.model(x), y) for x, y in batches) / len(batches)
+            return loss + 0.5 * wd * sum((a * a).sum() for a in alphas)  # type: ignore[return-value]
+
+        self.model.train()
+        weights = self.model.weight_parameters()
+        with _saved_bn_buffers(self.model):
+            for p in weights:  # only α needs second derivatives: a smaller graph
+                p.requires_grad_(False)
+            try:
+                matvec = hvp_fn(loss_fn(), alphas)
+                n = sum(a.numel() for a in alphas)
+                gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+                res = lanczos(matvec, n, tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter,
+                              generator=gen, device=self.device)
+            finally:
+                for p in weights:
+                    p.requires_grad_(True)
+        return res.eigenvalues[0], res.iterations
+
+    # ----------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": 1,
+            "config": json.dumps(self.cfg.result_affecting(), sort_keys=True),
+            "next_epoch": self.next_epoch,
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "a_optimizer": self.architect.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "data_rng": self.generator.get_state(),
+            "history": [[e, v] for e, v in sorted(self.history.items())],
+            "genotypes": [[e, g] for e, g in sorted(self.genotypes.items())],
+            "weight_decay": self.weight_decay,
+            "ada_round": self.ada_round,
+            "status": self.status,
+            "stop_epoch": -1 if self.stop_epoch is None else self.stop_epoch,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], *, keep_records: bool = False) -> None:
+        mine = self.cfg.result_affecting()
+        theirs = json.loads(state["config"])
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            raise ConfigError(f"the checkpoint was written with other settings ({', '.join(diff)}); "
+                              "use a new --out folder, or the settings it was started with")
+        self.next_epoch = int(state["next_epoch"])
+        self.model.load_state_dict(state["model"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.architect.optimizer.load_state_dict(state["a_optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["data_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.history = {int(e): float(v) for e, v in state["history"]}
+        self.genotypes = {int(e): str(g) for e, g in state["genotypes"]}
+        self._set_weight_decay(float(state["weight_decay"]))
+        self.ada_round = int(state["ada_round"])
+        self.status = str(state["status"])
+        self.stop_epoch = None if int(state["stop_epoch"]) < 0 else int(state["stop_epoch"])
+        if not keep_records:
+            self.records = list(state.get("records", []))
+
+    def save(self, epoch: int) -> None:
+        if self.store is not None:
+            self.store.save(epoch, {**self.state_dict(), "records": self.records})
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint, if any; True when one was loaded."""
+        if self.store is None:
+            return False
+        state = self.store.load_latest()
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        return True
+
+    def rollback(self, stop_epoch: int) -> None:
+        """DARTS-ADA: back to the checkpoint of ``stop_epoch`` (weights, α, optimiser states, RNG, eigenvalues)."""
+        if self.store is None:
+            raise RuntimeError("DARTS-ADA needs checkpoints: give the search an out_dir")
+        self.load_state_dict(self.store.load(stop_epoch), keep_records=True)
+
+    # ----------------------------------------------------------------------------------------------- the loop
+    def _eigen_stats(self) -> tuple[float, float]:
+        cfg = self.cfg
+        las = local_averages(self.history, total_epochs=cfg.epochs, ev_every=cfg.ev_every, window=cfg.es_window)
+        if not las:
+            return math.nan, math.nan
+        ratio = las[-1].value / las[-1 - cfg.es_delta].value if len(las) > cfg.es_delta else math.nan
+        return las[-1].value, ratio
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        train_loss, train_acc = self.train_epoch(epoch)
+        valid_loss, valid_acc = self.validate()
+        genotype = self.model.genotype()
+        self.genotypes[epoch] = genotype.to_json()
+        eig, iters, t_h = math.nan, 0, 0.0
+        if epoch % cfg.ev_every == 0 or epoch == cfg.epochs - 1:
+            th = time.perf_counter()
+            eig, iters = self.measure_eigenvalue(epoch)
+            t_h = time.perf_counter() - th
+            if not math.isfinite(eig):
+                raise DivergedError(f"diverged: the dominant eigenvalue became {eig} at epoch {epoch}")
+            self.history[epoch] = eig
+        la, ratio = self._eigen_stats()
+        softmax = self.model.alpha_softmax()
+        record = EpochRecord(
+            epoch=epoch, ada_round=self.ada_round, lr=self.w_optimizer.param_groups[0]["lr"],
+            weight_decay=self.weight_decay, drop_path=self.model.drop_path_prob,
+            cutout=cutout_enabled(cfg.cutout, cfg.drop_path), train_loss=train_loss, train_acc=train_acc,
+            valid_loss=valid_loss, valid_acc=valid_acc, dominant_eigenvalue=eig, eigenvalue_local_avg=la,
+            eigenvalue_ratio=ratio, hessian_iters=iters, genotype=genotype.to_json(),
+            param_free_share=genotype.parameter_free_share(), alpha_entropy=alpha_entropy(softmax),
+            alphas_normal=json.dumps([[round(v, 6) for v in row] for row in softmax[0].tolist()]),
+            alphas_reduce=json.dumps([[round(v, 6) for v in row] for row in softmax[1].tolist()]),
+            epoch_time_s=time.perf_counter() - t0, hessian_time_s=t_h,
+        )
+        return record.to_dict()
+
+    def _check_stop(self, epoch: int, record: dict[str, Any]) -> int | None:
+        """Apply DARTS-ES after an eigenvalue epoch; returns the stop epoch when the search must act on it."""
+        cfg = self.cfg
+        if cfg.early_stop == "off" or epoch not in self.history or epoch == cfg.epochs - 1:
+            return None
+        stop = es_stop_epoch(self.history, total_epochs=cfg.epochs, **cfg.es_rule().as_kwargs())
+        if stop is None:
+            return None
+        record["stop_epoch"] = stop
+        if cfg.early_stop == "es":
+            record["event"] = "es_stop"
+            return stop
+        if ada_next_weight_decay(self.weight_decay, cfg.ada_mul_factor, cfg.ada_max_weight_decay) is None:
+            record["event"] = "ada_ignored"  # at the maximum weight decay the reference ignores further stops
+            return None
+        record["event"] = "ada_rollback"
+        return stop
+
+    def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+            on_checkpoint: Callable[[int], None] | None = None) -> SearchResult:
+        """Run (or resume) to the end; ``on_epoch`` sees every record, ``on_checkpoint`` every saved epoch."""
+        cfg = self.cfg
+        self.resume()
+        while self.status == "running" and self.next_epoch < cfg.epochs:
+            epoch = self.next_epoch
+            record = self.run_epoch(epoch)
+            stop = self._check_stop(epoch, record)
+            self.records.append(record)
+            self.next_epoch = epoch + 1
+            if stop is not None and cfg.early_stop == "es":
+                self.status, self.stop_epoch = "es_stopped", stop
+            elif self.next_epoch >= cfg.epochs:
+                self.status = "finished"
+            self.save(epoch)
+            if on_epoch is not None:
+                on_epoch(record)
+            if stop is not None and cfg.early_stop == "ada":
+                next_wd = ada_next_weight_decay(self.weight_decay, cfg.ada_mul_factor, cfg.ada_max_weight_decay)
+                assert next_wd is not None
+                rounds = self.ada_round + 1
+                self.rollback(stop)
+                self._set_weight_decay(next_wd)
+                self.ada_round = rounds
+                self.save(stop)  # the rolled-back state is the new latest: a crash now resumes from here
+            if on_checkpoint is not None:
+                on_checkpoint(epoch)
+        return self.result()
+
+    def result(self) -> SearchResult:
+        if self.status == "es_stopped" and self.stop_epoch is not None:
+            epoch = self.stop_epoch
+        else:
+            epoch = max(self.genotypes)
+        return SearchResult(Genotype.from_json(self.genotypes[epoch]), epoch, self.stop_epoch, self.status,
+                            list(self.records))
+
+
+def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, **kwargs: Any) -> SearchResult:
+    """Build a ``Search`` and run it to the end (resuming from ``out_dir`` if it holds checkpoints)."""
+    return Search(cfg, out_dir, **kwargs).run()

@@ -1,0 +1,129 @@
+"""The DARTS one-shot model: every edge a softmax-weighted mixture of its candidate ops.
+
+Follows quark0/darts ``cnn/model_search.py`` as used by automl/RobustDARTS ``src/search/model_search.py``:
+BN without affine in search, BN after pooling ops, reductions at layers//3 and 2*layers//3, α initialised as
+1e-3*randn, scheduled drop path applied to whole edges. The module holds no device: move it with ``.to()``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdarts.ops import FactorizedReduce, ReLUConvBN, drop_path, make_op
+from rdarts.spaces import Genotype, SearchSpace, derive_genotype
+
+
+class MixedOp(nn.Module):
+    """One edge: ``sum_o w_o * o(x)`` over the edge's own op list."""
+
+    def __init__(self, C: int, stride: int, primitives: tuple[str, ...]):
+        super().__init__()
+        ops = []
+        for name in primitives:
+            op = make_op(name, C, stride, affine=False)
+            if "pool" in name:  # the reference normalises pooling outputs, which have no learnable scale
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            ops.append(op)
+        self._ops = nn.ModuleList(ops)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return sum(w * op(x) for w, op in zip(weights, self._ops, strict=True))  # type: ignore[return-value]
+
+
+class SearchCell(nn.Module):
+    def __init__(self, steps: int, multiplier: int, C_pp: int, C_p: int, C: int, reduction: bool,
+                 reduction_prev: bool, edges: tuple[tuple[str, ...], ...]):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = FactorizedReduce(C_pp, C, affine=False) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0,
+                                                                                                     affine=False)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        self._steps, self._multiplier = steps, multiplier
+        ops, k = [], 0
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                ops.append(MixedOp(C, stride, edges[k]))
+                k += 1
+        self._ops = nn.ModuleList(ops)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self._steps):
+            hs = []
+            for j, h in enumerate(states):
+                out = self._ops[offset + j](h, weights[offset + j])
+                if self.training and drop_prob > 0.0:
+                    out = drop_path(out, drop_prob)  # on the whole edge, per sample (RobustDARTS)
+                hs.append(out)
+            offset += len(states)
+            states.append(sum(hs))  # type: ignore[arg-type]
+        return torch.cat(states[-self._multiplier:], dim=1)
+
+
+class Supernet(nn.Module):
+    """The search network.
+
+    Args:
+        space: Op lists per edge; its edge count fixes the number of intermediate nodes.
+        C: Initial channels (16 in the reference).
+        num_classes: Classifier outputs.
+        layers: Number of cells (8 in the reference).
+        in_channels: Image channels (3 for CIFAR/SVHN, 1 for Fashion-MNIST).
+        stem_multiplier: Stem width as a multiple of ``C`` (3 in the reference).
+    """
+
+    def __init__(self, space: SearchSpace, C: int, num_classes: int, layers: int, in_channels: int = 3,
+                 stem_multiplier: int = 3):
+        super().__init__()
+        if C < 2 or C % 2:
+            raise ValueError(f"channels must be an even number >= 2, got {C}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.space = space
+        self._steps = steps = space.steps
+        self._multiplier = steps
+        self.drop_path_prob = 0.0
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        cells, reduction_prev = [], False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            edges = space.reduce if reduction else space.normal
+            cells.append(SearchCell(steps, self._multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, edges))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, self._multiplier * C_curr
+        self.cells = nn.ModuleList(cells)
+        self.classifier = nn.Linear(C_p, num_classes)
+        # α: one (edges, ops) matrix per cell type, initialised small so that every op starts almost equal.
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(len(space.normal), len(space.normal[0])))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(len(space.reduce), len(space.reduce[0])))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("alphas_")]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w_normal = F.softmax(self.alphas_normal, dim=-1)
+        w_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, self.drop_path_prob)
+        out = F.adaptive_avg_pool2d(s1, 1)
+        return self.classifier(out.flatten(1))
+
+    def alpha_softmax(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """softmax(α) per cell type, detached: (normal, reduce), each (edges, ops)."""
+        with torch.no_grad():
+            return F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
+
+    def genotype(self) -> Genotype:
+        return derive_genotype(*self.alpha_softmax(), self.space)
