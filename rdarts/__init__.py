@@ -15,14 +15,14 @@ from rdarts.supernet import Supernet
 __version__ = "0.1.0"
 
 __all__ = [
-    "PAPER",
-    "PRIMITIVES",
-    "REFERENCE_CODE",
     "ConfigError",
     "DivergedError",
     "ESRule",
     "EpochRecord",
     "Genotype",
+    "PAPER",
+    "PRIMITIVES",
+    "REFERENCE_CODE",
     "Search",
     "SearchConfig",
     "SearchResult",

@@ -25,6 +25,12 @@ from rdarts.supernet import Supernet
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def _grad(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients, with zeros for inputs the loss does not use (the normal α of a supernet made of reductions only)."""
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs, strict=True)]
+
+
 class Architect:
     """Owns the α optimiser and computes α gradients.
 
@@ -57,7 +63,7 @@ class Architect:
         if self.order == "first":
             with self._ac():
                 loss = F.cross_entropy(self.model(valid[0]), valid[1])
-            grads = torch.autograd.grad(loss, alphas)
+            grads = _grad(loss, alphas)
         else:
             grads = self.unrolled_gradient(train, valid, eta, w_weight_decay)
         for a, g in zip(alphas, grads, strict=True):
@@ -74,7 +80,7 @@ class Architect:
 
         with self._ac():
             train_loss = F.cross_entropy(model(train[0]), train[1])
-        g_train = torch.autograd.grad(train_loss, weights)
+        g_train = _grad(train_loss, weights)
         with torch.no_grad():
             unrolled = []
             for w, g in zip(weights, g_train, strict=True):
@@ -87,7 +93,7 @@ class Architect:
         params = {**dict(zip(names, unrolled, strict=True)), "alphas_normal": alphas[0], "alphas_reduce": alphas[1]}
         with self._ac():
             valid_loss = F.cross_entropy(functional_call(model, {**params, **buffers}, (valid[0],)), valid[1])
-        grads = torch.autograd.grad(valid_loss, alphas + unrolled)
+        grads = _grad(valid_loss, alphas + unrolled)
         d_alpha, d_unrolled = list(grads[: len(alphas)]), grads[len(alphas):]
         implicit = self._mixed_hvp(list(d_unrolled), train)
         return [da - eta * ih for da, ih in zip(d_alpha, implicit, strict=True)]
@@ -105,7 +111,7 @@ class Architect:
                 for w, w0, v in zip(weights, saved, vector, strict=True):
                     w.copy_(w0 + sign * r * v)
             loss = F.cross_entropy(self.model(train[0]), train[1])
-            return torch.autograd.grad(loss, alphas)
+            return _grad(loss, alphas)
 
         try:
             g_pos, g_neg = grad_alpha_at(+1.0), grad_alpha_at(-1.0)

@@ -93,6 +93,11 @@ class SearchConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.channels % 2:
             raise ConfigError(f"channels must be even (FactorizedReduce halves them), got {self.channels}")
+        # Fix (tests/test_search.py): with 1 or 2 cells both reduction slots (layers//3, 2*layers//3) cover every
+        # cell, so alphas_normal never enters the graph and the α step died in autograd ("not used in the graph").
+        if self.layers < 3:
+            raise ConfigError(f"layers must be at least 3 (with fewer, every cell is a reduction cell and the normal "
+                              f"cell's alphas are never used), got {self.layers}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if self.order not in ("first", "second"):

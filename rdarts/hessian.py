@@ -18,19 +18,28 @@ LossFn = Callable[[], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _flat(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params,
+                                                                                                 strict=True)])
+
+
 def hvp_fn(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
     """A function ``v -> H v`` for the Hessian of ``loss`` w.r.t. ``params`` (flattened and concatenated).
 
     The first-order gradient graph is built once; each product is one double-backward pass through it.
     """
     params = list(params)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+    # allow_unused: a parameter the loss does not touch (e.g. the normal-cell α of a 2-cell supernet, whose cells are
+    # both reductions) has zero gradient and zero Hessian rows.
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    flat_grad = _flat(grads, params)
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
         v = v.to(flat_grad.dtype).detach()
-        hv = torch.autograd.grad(flat_grad, params, grad_outputs=v, retain_graph=True)
-        return torch.cat([h.reshape(-1) for h in hv]).detach()
+        if not flat_grad.requires_grad:  # the loss is linear in params
+            return torch.zeros_like(v)
+        hv = torch.autograd.grad(flat_grad, params, grad_outputs=v, retain_graph=True, allow_unused=True)
+        return _flat(hv, params).detach()
 
     return matvec
 
@@ -136,12 +145,14 @@ def dense_hessian(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> torch.Tens
     Row ``i`` is the gradient of the ``i``-th gradient entry; the result is symmetrised to remove float noise.
     """
     params = list(params)
-    grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    grads = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
+    flat = _flat(grads, params)
     rows = []
     for i in range(flat.numel()):
+        if not flat[i].requires_grad:
+            rows.append(torch.zeros_like(flat))
+            continue
         row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(r if r is not None else torch.zeros_like(p)).reshape(-1)
-                               for r, p in zip(row, params, strict=True)]))
+        rows.append(_flat(row, params))
     H = torch.stack(rows).detach()
     return (H + H.T) / 2
