@@ -118,14 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rdarts", description="RobustDARTS searches and sweeps.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_search_parser(sub)
-    try:
-        from rdarts.sweep.cli import add_parser as add_sweep_parser
-    except ModuleNotFoundError as e:  # the sweep service is an optional layer over the engine
-        if e.name not in ("rdarts.sweep", "rdarts.sweep.cli"):
-            raise
-        add_sweep_parser = None
-    if add_sweep_parser is not None:
-        add_sweep_parser(sub)
+    # The sweep service and the reducer are layers over the engine; their modules import Ray and MLflow lazily.
+    from rdarts.reduce.cli import add_parser as add_reduce_parser
+    from rdarts.sweep.cli import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_reduce_parser(sub)
     return parser
 
 

@@ -1,0 +1,169 @@
+"""``rdarts sweep ...``: validate, run, resume and submit sweeps.
+
+``add_parser(subparsers)`` adds the ``sweep`` command to the main CLI; every subcommand sets ``func`` to a handler
+``(args) -> exit code`` that raises ``rdarts.errors.UserError`` for bad input (the main CLI prints it on one line and
+exits 2). Ray is imported inside the handlers only: ``import rdarts.sweep.cli`` works without it.
+
+Exit codes: 0 done; 1 the sweep ran but some trial failed (or a job did not succeed); 2 bad input.
+``python -m rdarts.sweep.cli SUBCOMMAND ...`` runs the same handlers without the main CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rdarts.errors import UserError
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from rdarts.sweep.spec import load_sweep
+
+    spec = load_sweep(args.file)
+    trials = spec.trials()
+    print(f"{args.file}: valid; {len(trials)} trial(s)")
+    if args.list:
+        for t in trials:
+            print(f"  t{t['index']:03d}  {t['setting']}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from rdarts.sweep.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _reduce_after(experiment_path: str, spec: Any) -> int:
+    """The reduce step after a sweep (``rdarts.reduce``, imported here: it brings MLflow); its exit code."""
+    import importlib
+
+    try:
+        reduce_sweep = importlib.import_module("rdarts.reduce").reduce_sweep
+    except (ImportError, AttributeError):
+        print("note: the reduce step (rdarts.reduce.reduce_sweep) is not available; skipped. "
+              "Pass --no-reduce to silence this.")
+        return 0
+    return int(reduce_sweep(experiment_path, spec))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rdarts.sweep.runner import run_sweep
+    from rdarts.sweep.spec import load_sweep
+
+    spec = load_sweep(args.file)
+    outcome = run_sweep(spec, args.address, storage=args.storage, spec_text=Path(args.file).read_text())
+    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path, spec)
+    return max(1 if outcome.num_errors else 0, reduced)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from rdarts.sweep.runner import load_experiment_spec, resume_sweep
+
+    outcome = resume_sweep(args.path, args.address)
+    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path,
+                                                     load_experiment_spec(outcome.experiment_path))
+    return max(1 if outcome.num_errors else 0, reduced)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from rdarts.sweep.runner import submit_sweep
+
+    run_args = (["--no-reduce"] if args.no_reduce else []) + (["--storage", args.storage] if args.storage else [])
+    job_id = submit_sweep(args.file, args.address, python=args.python, run_args=run_args)
+    print(f"submitted {job_id}")
+    print(f"  follow it:  rdarts sweep logs {job_id} --address {args.address}")
+    print(f"  status:     rdarts sweep status {job_id} --address {args.address}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rdarts.sweep.runner import describe_job
+
+    info = describe_job(args.job_id, args.address)
+    print(f"{info['job_id']}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
+    return 0 if info["status"] in ("PENDING", "RUNNING", "SUCCEEDED") else 1
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from rdarts.sweep.runner import job_logs
+
+    sys.stdout.write(job_logs(args.job_id, args.address))
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from rdarts.sweep.runner import job_stop
+
+    stopped = job_stop(args.job_id, args.address)
+    print(f"{args.job_id}: {'stop requested' if stopped else 'not running'}")
+    return 0
+
+
+def _add_commands(sub: Any) -> None:
+    p = sub.add_parser("validate", help="check a sweep file and count its trials")
+    p.add_argument("file")
+    p.add_argument("--list", action="store_true", help="also list the trials")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("schema", help="print the JSON schema of sweep files")
+    p.set_defaults(func=_schema)
+
+    p = sub.add_parser("run", help="run a sweep on a local Ray (or the cluster at --address)")
+    p.add_argument("file")
+    p.add_argument("--address", help="Ray cluster to join (host:6379, ray://host:10001, auto); local Ray if omitted")
+    p.add_argument("--storage", help="results folder or URI (overrides storage: in the file)")
+    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep from its folder (<storage>/<name>)")
+    p.add_argument("path")
+    p.add_argument("--address", help="Ray cluster to join; local Ray if omitted")
+    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser("submit", help="run a sweep as a Ray Job on a cluster (the project folder travels)")
+    p.add_argument("file")
+    p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
+    p.add_argument("--python", help="interpreter on the cluster (default: this one for a local cluster, else python)")
+    p.add_argument("--storage", help="results folder or URI on the cluster (overrides storage: in the file)")
+    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    p.set_defaults(func=_submit)
+
+    for name, handler, what in (("status", _status, "show a submitted sweep's state"),
+                                ("logs", _logs, "print a submitted sweep's output"),
+                                ("stop", _stop, "stop a submitted sweep")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("job_id")
+        p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
+        p.set_defaults(func=handler)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``sweep`` and its subcommands to the main CLI's ``add_subparsers()`` object."""
+    p = subparsers.add_parser("sweep", help="run many searches as one Ray Tune sweep",
+                              description="Validate, run, resume and submit sweep files (see sweeps/).")
+    sub = p.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
+    _add_commands(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rdarts.sweep.cli``: the sweep subcommands on their own."""
+    parser = argparse.ArgumentParser(prog="rdarts sweep", description="Validate, run, resume and submit sweeps.")
+    _add_commands(parser.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as e:
+        print(f"rdarts: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

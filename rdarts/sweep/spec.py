@@ -1,0 +1,415 @@
+"""The sweep file: a YAML description of many RobustDARTS searches, validated in full before anything runs.
+
+A sweep file names the base search settings (``search:``, every field of ``rdarts.config.SearchConfig``), the axes
+to sweep (``grid:``, a cartesian product; ``sample:``, random draws), the DARTS-ES rule (``stopping:``), what a
+trial may use (``resources:``), where results go (``storage:``) and the later stages (``tracking:``, ``reduce:``,
+``retrain:``). See ``sweeps/quickstart.yaml`` for a commented example and ``rdarts sweep schema`` for the schema.
+
+Every trial the file expands to is built as a ``SearchConfig`` here, so an impossible combination (an unknown
+space in the grid, an odd channel count) is rejected before Ray starts, and every problem names its field by its
+dotted path in the file (``grid.space[0]: unknown search space 's9'; ...``) and, where known, its line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+import re
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from rdarts.config import ConfigError, SearchConfig
+from rdarts.errors import UserError
+from rdarts.stopping import PRESETS, ESRule
+from rdarts.sweep.problems import (
+    Problem,
+    SweepError,
+    loc_suffix,
+    pydantic_message,
+    short,
+    unknown_key,
+    validation_problems,
+)
+from rdarts.sweep.yamlio import compose, line_of, parse_yaml
+
+__all__ = ["Problem", "SweepError", "SweepSpec", "json_schema", "load_sweep", "parse_yaml", "spec_from_data"]
+
+DEFAULT_STORAGE = "~/rdarts_results"
+REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+# ``stopping:`` key -> the SearchConfig field it sets.
+STOPPING_FIELDS = {"ev_every": "ev_every", "window": "es_window", "delta": "es_delta", "factor": "es_factor",
+                   "start_epoch": "es_start_epoch"}
+SEARCH_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SearchConfig))
+
+
+# ------------------------------------------------------------------------------------------------- models
+class _Model(BaseModel):
+    # strict: a YAML string never becomes a number, nor 1 a boolean; extra keys are errors, not silently dropped.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _search_settings_model() -> type[BaseModel]:
+    """A pydantic twin of ``SearchConfig`` (types only: the engine itself checks the values)."""
+    hints = typing.get_type_hints(SearchConfig)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(SearchConfig):
+        factory = f.default_factory
+        default = factory() if callable(factory) else f.default
+        fields[f.name] = (hints[f.name], default)
+    return create_model("SearchSettings", __base__=_Model, **fields)
+
+
+SearchSettings = _search_settings_model()
+
+
+class Uniform(_Model):
+    type: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got low={self.low}, high={self.high}")
+        return self
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+
+class LogUniform(Uniform):
+    type: Literal["loguniform"]  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _positive(self) -> LogUniform:
+        if self.low <= 0:
+            raise ValueError(f"low must be greater than 0 for a log scale, got {self.low}")
+        return self
+
+    def draw(self, rng: random.Random) -> float:
+        return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+
+
+class Choice(_Model):
+    type: Literal["choice"]
+    values: list[Any] = Field(min_length=1)
+
+    def draw(self, rng: random.Random) -> Any:
+        return rng.choice(self.values)
+
+
+Distribution = Annotated[Uniform | LogUniform | Choice, Field(discriminator="type")]
+
+
+class SampleSpec(_Model):
+    """Random draws on top of the grid: ``num_samples`` draws of every ``params`` entry, crossed with the grid.
+
+    The same draws are used at every grid point (so a grid over ``seed`` repeats each sampled setting per seed),
+    and they are reproducible from ``seed``: ``trials()`` lists the same trials every time.
+    """
+
+    num_samples: int = Field(1, ge=1)
+    seed: int = 0
+    params: dict[str, Distribution] = Field(min_length=1)
+
+
+class StoppingSpec(_Model):
+    """The DARTS-ES rule: a preset (default ``reference``, the released code's), optionally with overrides."""
+
+    preset: Literal["reference", "paper"] = "reference"
+    ev_every: int | None = None
+    window: int | None = None
+    delta: int | None = None
+    factor: float | None = None
+    start_epoch: int | None = None
+
+    def rule(self) -> ESRule:
+        return ESRule(**self._merged())
+
+    def _merged(self) -> dict[str, Any]:
+        base = PRESETS[self.preset].as_kwargs()
+        return {**base, **{k: getattr(self, k) for k in STOPPING_FIELDS if getattr(self, k) is not None}}
+
+    def search_settings(self) -> dict[str, Any]:
+        """The SearchConfig fields this block sets (the engine checks their values)."""
+        merged = self._merged()
+        return {field: merged[key] for key, field in STOPPING_FIELDS.items()}
+
+
+class ResourcesSpec(_Model):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    """A fraction (e.g. 0.25: four searches share a GPU) or a whole number of GPUs per trial."""
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction_or_whole(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"must be a fraction up to 1 or a whole number, got {v}")
+        return v
+
+
+class TrackingSpec(_Model):
+    """MLflow (used by the reducer): ``uri`` defaults to a SQLite file in the sweep's folder."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and v.split(":", 1)[0] not in TRACKING_SCHEMES:
+            raise ValueError(f"must be an MLflow tracking URI ({', '.join(s + ':' for s in TRACKING_SCHEMES)}), "
+                             f"got {v!r}")
+        return v
+
+    def resolved_uri(self, experiment_path: str) -> str:
+        """``uri``, or the default: ``sqlite:///<experiment_path>/mlflow.db`` (a local sweep folder only)."""
+        if self.uri is not None:
+            return self.uri
+        if "://" in experiment_path:
+            raise UserError(f"tracking.uri: the sweep folder {experiment_path} is not local, so the default SQLite "
+                            "file cannot live there; give tracking.uri (e.g. an MLflow server's http:// address)")
+        return f"sqlite:///{Path(experiment_path).expanduser().resolve()}/mlflow.db"
+
+
+class RetrainSpec(_Model):
+    """The final evaluation of the selected genotype (reference: 600 epochs, 8 cells x 16 channels, batch 96)."""
+
+    epochs: int = Field(600, ge=1)
+    layers: int = Field(8, ge=1)
+    channels: int = Field(16, ge=1)
+    batch_size: int = Field(96, ge=1)
+    lr: float = Field(0.025, gt=0)
+    weight_decay: float = Field(3e-4, ge=0)
+    drop_path: float = Field(0.2, ge=0, lt=1)
+    cutout: bool = True
+    auxiliary_weight: float = Field(0.4, ge=0)
+    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+
+class ReduceSpec(_Model):
+    """Selection of the sweep's genotype: short retrains of the best ``candidates`` searches."""
+
+    candidates: int = Field(3, ge=1)
+    epochs: int = Field(20, ge=1)
+    """Epochs of each candidate's short retrain."""
+    layers: int | None = Field(None, ge=1)
+    channels: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+
+
+class SweepSpec(_Model):
+    """A validated sweep file. ``trials()`` lists the searches it runs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    search: SearchSettings = Field(default_factory=SearchSettings)  # type: ignore[valid-type]
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    sample: SampleSpec | None = None
+    stopping: StoppingSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec.model_validate({})  # frozen: one shared default is safe
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0)
+    """Retries of a trial whose worker died, each from its last checkpoint."""
+    storage: str = DEFAULT_STORAGE
+    tracking: TrackingSpec = TrackingSpec.model_validate({})
+    reduce: ReduceSpec = ReduceSpec.model_validate({})
+    retrain: RetrainSpec = RetrainSpec.model_validate({})
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if "://" in v and v.split("://", 1)[0] not in REMOTE_SCHEMES:
+            raise ValueError(f"must be a folder or a URI with one of {', '.join(s + '://' for s in REMOTE_SCHEMES)}, "
+                             f"got {v!r}")
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def storage_path(self) -> str:
+        """``storage`` for Ray: a URI as given, a local folder made absolute."""
+        if "://" in self.storage:
+            return self.storage
+        return str(Path(self.storage).expanduser().resolve())
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial as ``{"index", "setting", "search": SearchConfig.to_dict()}`` (Tune's config is
+        ``{"trial": <this>}``), in grid order: the first axis varies slowest, sample draws fastest.
+
+        Raises:
+            SweepError: if any combination is not a valid search (every distinct problem listed).
+        """
+        trials, problems = _expand(self)
+        if problems:
+            raise SweepError(problems)
+        return trials
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of the sweep file (for editors and documentation)."""
+    return SweepSpec.model_json_schema()
+
+
+# ------------------------------------------------------------------------------------------------- expansion
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _draws(spec: SweepSpec) -> Iterator[dict[str, tuple[Any, str]]]:
+    """One dict ``field -> (value, origin path)`` per sample draw (a single empty draw without ``sample:``)."""
+    if spec.sample is None:
+        yield {}
+        return
+    rng = random.Random(spec.sample.seed)
+    for _ in range(spec.sample.num_samples):
+        yield {k: (d.draw(rng), f"sample.params.{k}") for k, d in spec.sample.params.items()}
+
+
+def _expand(spec: SweepSpec) -> tuple[list[dict[str, Any]], list[Problem]]:
+    problems = _check_axes(spec)
+    if problems:
+        return [], problems
+    base: dict[str, tuple[Any, str]] = {}
+    if spec.stopping is not None:
+        base.update({f: (v, f"stopping.{k}") for (k, f), v in
+                     zip(STOPPING_FIELDS.items(), spec.stopping.search_settings().values(), strict=True)})
+    base.update({k: (v, f"search.{k}") for k, v in _set_in_search(spec).items()})
+    axes = [[(k, v, f"grid.{k}[{i}]") for i, v in enumerate(values)] for k, values in spec.grid.items()]
+    trials: list[dict[str, Any]] = []
+    seen: set[Problem] = set()
+    draws = list(_draws(spec))  # shared by every grid point
+    for point in itertools.product(*axes):
+        for draw in draws:
+            settings = {**base, **{k: (v, origin) for k, v, origin in point}, **draw}
+            label_keys = [k for k, _, _ in point] + list(draw)
+            setting = " ".join(f"{k}={_fmt(settings[k][0])}" for k in label_keys) or "base"
+            d = {k: v for k, (v, _) in settings.items()}
+            d["extra"] = {**d.get("extra", {}), "sweep": spec.name, "setting": setting}
+            try:
+                cfg = SearchConfig.from_dict(d)
+            except ConfigError as e:
+                p = _blame(str(e), settings, d)
+                if p not in seen:
+                    seen.add(p)
+                    problems.append(p)
+                continue
+            trials.append({"index": len(trials), "setting": setting, "search": cfg.to_dict()})
+    return trials, problems
+
+
+def _set_in_search(spec: SweepSpec) -> dict[str, Any]:
+    """The ``search:`` settings the file gives (not the defaults)."""
+    search: BaseModel = spec.search
+    return search.model_dump(exclude_unset=True)
+
+
+def _check_axes(spec: SweepSpec) -> list[Problem]:
+    """Each grid/sample key is a search setting, set in one place only, and each value has the setting's type."""
+    problems: list[Problem] = []
+    set_in_search = _set_in_search(spec)
+    # With a stopping: block, it owns all five fields of the rule (its preset sets those it does not name).
+    stopping = {}
+    if spec.stopping is not None:
+        stopping = {f: (f"stopping.{k}" if getattr(spec.stopping, k) is not None
+                        else f"stopping.preset ({spec.stopping.preset!r})") for k, f in STOPPING_FIELDS.items()}
+    key_of = {f: k for k, f in STOPPING_FIELDS.items()}
+    for k in set_in_search:
+        if k in stopping:
+            problems.append(Problem(f"search.{k}", f"also set by {stopping[k]}; with a stopping: block, "
+                                                   f"set it there as stopping.{key_of[k]}"))
+    sampled = spec.sample.params if spec.sample is not None else {}
+    for section, keys in (("grid", list(spec.grid)), ("sample.params", list(sampled))):
+        for k in keys:
+            path = f"{section}.{k}"
+            if k not in SEARCH_FIELDS:
+                problems.append(Problem(path, unknown_key(k, SEARCH_FIELDS, "search setting")))
+            elif k in set_in_search:
+                problems.append(Problem(path, f"also set as search.{k}; set it in one place"))
+            elif k in stopping:
+                problems.append(Problem(path, f"also set by {stopping[k]}; set it in one place"))
+            elif section == "sample.params" and k in spec.grid:
+                problems.append(Problem(path, f"also swept in grid.{k}; set it in one place"))
+    if problems:
+        return problems
+    for k, values in spec.grid.items():
+        for i, v in enumerate(values):
+            problems += _type_problems(k, v, f"grid.{k}[{i}]")
+            first = next(j for j, w in enumerate(values) if w == v and type(w) is type(v))
+            if first < i:
+                problems.append(Problem(f"grid.{k}[{i}]", f"repeats grid.{k}[{first}] ({short(v)}): the same "
+                                                          "trial twice; vary seed to repeat a setting"))
+    for k, dist in sampled.items():
+        if isinstance(dist, Choice):
+            for i, v in enumerate(dist.values):
+                problems += _type_problems(k, v, f"sample.params.{k}.values[{i}]")
+        elif float not in typing.get_args(SearchSettings.model_fields[k].annotation) + (
+                SearchSettings.model_fields[k].annotation,):
+            problems.append(Problem(f"sample.params.{k}.type",
+                                    f"{dist.type} draws floats, but {k} is not a float setting; use type: choice"))
+    return problems
+
+
+def _type_problems(key: str, value: Any, path: str) -> list[Problem]:
+    try:
+        SearchSettings.model_validate({key: value})
+    except ValidationError as e:
+        return [Problem(path + loc_suffix(err["loc"][1:]), pydantic_message(err)) for err in e.errors()]
+    return []
+
+
+_FIELD_PREFIX = re.compile(r"^(\w+)(?: |=)(.*)$", re.S)
+
+
+def _blame(message: str, settings: dict[str, tuple[Any, str]], d: dict[str, Any]) -> Problem:
+    """Turn an engine ``ConfigError`` into a problem at the path that supplied the offending setting."""
+    field, text = None, message
+    m = _FIELD_PREFIX.match(message)
+    if message.startswith(("unknown search space", "space ")):  # from rdarts.spaces: about the space as a whole
+        field = "space_ops" if d.get("space_ops") is not None else "space"
+    elif message.startswith("unknown dataset"):
+        field = "dataset"
+    elif m and m.group(1) in SEARCH_FIELDS:
+        field, text = m.group(1), m.group(2)
+    if field is None:
+        return Problem("search", message)
+    if field in settings:
+        return Problem(settings[field][1], text)
+    return Problem(f"search.{field}", f"{text} (the default; set search.{field})")
+
+
+def spec_from_data(data: Any, source: str = "sweep", text: str | None = None) -> SweepSpec:
+    """Validate parsed data as a sweep (every trial included); raises ``SweepError`` naming each bad field."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SweepError([Problem("", "a sweep file is a mapping with name:, search:, grid:, ... keys; "
+                                      f"got {got}")], source)
+    try:
+        spec = SweepSpec.model_validate(data)
+        problems = _expand(spec)[1]
+    except ValidationError as e:
+        problems = validation_problems(e, data, SweepSpec)
+    if problems:
+        root = compose(text) if text is not None else None
+        raise SweepError([dataclasses.replace(p, line=line_of(root, p.path)) for p in problems], source)
+    return spec
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file (YAML, safe loading only: nothing in it is run as code)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read sweep file {str(p)!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return spec_from_data(parse_yaml(text, str(p)), str(p), text)

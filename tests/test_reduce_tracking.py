@@ -1,0 +1,191 @@
+"""``rdarts reduce`` end to end: a tiny real sweep on Ray, retrains as Tune trials, a real ``mlflow server``.
+
+Slow (about a minute and a half on 2 cores): one 2-trial sweep (plain and DARTS-ES with scripted eigenvalues that
+make ES fire), one MLflow server (SQLite in tmp, ``--workers 1``), shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sweep_fixtures import FAST_RULE, fault_trainable, ray_session, tiny_spec
+
+from rdarts.network import Network, count_parameters
+from rdarts.reduce import reduce_experiment
+from rdarts.reduce.pipeline import EPOCH_METRICS
+from rdarts.reduce.tracking import KEY, PARENT_TAG
+from rdarts.spaces import Genotype
+from rdarts.sweep.runner import run_sweep
+
+pytestmark = pytest.mark.slow
+__all__ = ["ray_session"]
+
+EPOCHS = 6
+ES_STOP = 1  # with λ exploding from epoch 3, the FAST_RULE fires at epoch 4 and keeps the genotype of epoch 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start (exit code {proc.poll()})")
+            time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def experiment(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    spec = tiny_spec("reduce-e2e", grid={"early_stop": ["off", "es"]}, search={"epochs": EPOCHS,
+                                                                               "extra": {"explode_at": 3}},
+                     stopping=FAST_RULE, max_concurrent=2,
+                     reduce={"epochs": 1, "layers": 3, "channels": 4, "batch_size": 32},
+                     retrain={"epochs": 1, "layers": 3, "channels": 4, "batch_size": 32, "seeds": [1]})
+    root = tmp_path_factory.mktemp("sweep")
+    outcome = run_sweep(spec, storage=str(root), verbose=0, out=io.StringIO(), trainable=fault_trainable,
+                        plots=False)
+    assert outcome.num_errors == 0
+    return Path(outcome.experiment_path), spec
+
+
+def _runs(client: Any, name: str) -> tuple[Any, list[Any]]:
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1  # nothing outside the tree
+    return parents[0], children
+
+
+def _contents(client: Any, name: str) -> dict[str, Any]:
+    parent, children = _runs(client, name)
+    out = {}
+    for run in [parent, *children]:
+        hist = {m: [(x.step, x.value) for x in client.get_metric_history(run.info.run_id, m)]
+                for m in run.data.metrics}
+        arts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
+        out[run.data.tags[KEY]] = (run.info.run_id, run.data.params, hist, arts)
+    return out
+
+
+def test_reduce_logs_the_sweep_tree_once(experiment: tuple[Path, Any], server: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    path, spec = experiment
+    t0 = time.monotonic()
+    first = reduce_experiment(path, spec, tracking_uri=server, n_test=60, out=io.StringIO())
+    print(f"first reduce: {time.monotonic() - t0:.1f} s")
+    assert first.exit_code == 0 and not first.errors
+    frame = pd.read_parquet(path / "results.parquet")
+    assert set(frame["trial"]) == set(first.selection.returned["trial"]) and len(frame) == EPOCHS + ES_STOP + 4
+
+    # The ES trial returns its stop epoch's genotype.
+    returned = first.selection.returned.merge(frame.drop_duplicates("trial")[["trial", "cfg.early_stop"]])
+    es = returned[returned["cfg.early_stop"] == "es"].iloc[0]
+    assert es["returned_epoch"] == ES_STOP and es["stop_source"] == "search"
+    es_rows = frame[(frame["trial"] == es["trial"]) & (frame["epoch"] == ES_STOP)]
+    assert Genotype.from_json(es["genotype"]) == Genotype.from_json(es_rows["genotype"].iloc[0])
+
+    client = MlflowClient(server)
+    parent, children = _runs(client, spec.name)
+    assert parent.data.tags[KEY] == spec.name and parent.data.tags["rdarts.spec_hash"]
+    assert parent.data.tags["rdarts.version"] and parent.data.params["search.space"] == "s3"
+    assert {"results.parquet", "summary.csv", "summary.md", "scatter.png", "sweep.yaml"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    by_kind: dict[str, list[Any]] = {}
+    for c in children:
+        by_kind.setdefault(c.data.tags.get("kind", "search"), []).append(c)
+    n_cands = len(first.selection.candidates)
+    assert len(by_kind["search"]) == 2 and len(by_kind["candidate"]) == n_cands and len(by_kind["final"]) == 1
+
+    for run in by_kind["search"]:
+        rid = run.info.run_id
+        epochs = ES_STOP + 4 if run.data.tags["early_stop"] == "es" else EPOCHS
+        for metric in ("valid_acc", "train_loss", "dominant_eigenvalue", "eigenvalue_ratio", "alpha_entropy",
+                       "param_free_share"):
+            steps = [m.step for m in client.get_metric_history(rid, metric)]
+            if metric == "eigenvalue_ratio":
+                assert len(steps) == len(set(steps)) and steps  # NaN epochs are left out
+            else:
+                assert sorted(steps) == list(range(epochs)), metric  # step = epoch, one value each
+        assert set(run.data.metrics) <= set(EPOCH_METRICS)
+        assert {"genotype.json", "genotype.png", "eigenvalues.png"} <= {a.path for a in client.list_artifacts(rid)}
+        if run.data.tags["early_stop"] == "es":
+            assert run.data.tags["stop_epoch"] == str(ES_STOP) and "DARTS-ES" in run.data.tags["stop_reason"]
+        else:
+            assert run.data.tags["stop_epoch"] == "-1"
+
+    final = by_kind["final"][0]
+    genotype = Genotype.from_json(final.data.params["genotype"])
+    net = Network(genotype, 4, 10, 3, auxiliary=True, in_channels=1)
+    assert final.data.metrics["params"] == count_parameters(net)
+    assert final.data.tags["winner"] == "true"
+    assert [m.step for m in client.get_metric_history(final.info.run_id, "test_error")] == [0]
+
+    # Again: the same runs, the same contents, nothing duplicated.
+    before = _contents(client, spec.name)
+    t0 = time.monotonic()
+    again = reduce_experiment(path, spec, tracking_uri=server, n_test=60, out=io.StringIO())
+    print(f"second reduce: {time.monotonic() - t0:.1f} s")
+    assert again.exit_code == 0 and again.tracking_counts is not None and again.tracking_counts["written"] == 0
+    assert _contents(client, spec.name) == before
+
+
+def test_server_down_keeps_everything_then_a_later_reduce_logs_it(experiment: tuple[Path, Any], server: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from rdarts.reduce.cli import main
+
+    path, spec = experiment
+    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"experiment": "down-then-up"})})
+    (path / "sweep.yaml").write_text(spec.model_dump_json(exclude_unset=True))  # what 'rdarts reduce PATH' reads
+    (path / "results.parquet").unlink()
+    code = main(["reduce", str(path), "--tracking-uri", down, "--n-test", "60"])
+    out = capsys.readouterr().out
+    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert code == 1 and len(warning) == 1 and down in warning[0] and f"rdarts reduce {path}" in warning[0]
+    for f in ("results.parquet", "reduce/summary.md", "reduce/scatter.png", "reduce/selection.json"):
+        assert (path / f).is_file(), f
+    client = MlflowClient(server)
+    assert client.get_experiment_by_name("down-then-up") is None
+
+    assert main(["reduce", str(path), "--tracking-uri", server, "--n-test", "60"]) == 0
+    parent, children = _runs(client, "down-then-up")
+    assert len(children) == 2 + len(list((path / "reduce" / "retrain").iterdir()))
+    assert "view them:" in capsys.readouterr().out
