@@ -39,10 +39,14 @@ def ray_head() -> Iterator[str]:
     ray = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, **RAY_ENV}
     temp_dir = tempfile.mkdtemp(prefix="rdh", dir="/tmp")  # short: Ray puts unix sockets under it
+    # Every fixed default port on free ones: the session Ray of the other slow tests holds the defaults (its
+    # dashboard agent on 52365 would leave this head without a job agent: "No available agent to submit job").
+    ports = [f"--{name}={_free_port()}" for name in ("ray-client-server-port", "dashboard-agent-listen-port",
+                                                      "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                                                      "metrics-export-port")]
     head = subprocess.Popen([ray, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
                              "--temp-dir", temp_dir, "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                             str(dashboard), "--include-dashboard", "true", "--ray-client-server-port",
-                             str(_free_port())],
+                             str(dashboard), "--include-dashboard", "true", *ports],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -94,7 +98,7 @@ def _end_group(head: subprocess.Popen[bytes]) -> None:
 def test_submitted_sweep_runs_on_the_cluster(ray_head: str, tmp_path: Path) -> None:
     storage = tmp_path / "results"
     job = submit_sweep(SWEEPS / "smoke.yaml", ray_head, cli=("-m", "rdarts.sweep.cli"),
-                       run_args=["--no-reduce", "--storage", str(storage)])
+                       run_args=["--no-reduce", "--storage", str(storage)], agent_wait_s=120)
     deadline = time.time() + 300
     while job_status(job, ray_head) in ("PENDING", "RUNNING"):
         assert time.time() < deadline, job_logs(job, ray_head)[-3000:]

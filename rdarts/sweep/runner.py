@@ -65,7 +65,8 @@ def init_ray(address: str | None = None, **local: Any) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
     else:
-        ray.init(**{"address": "local", "include_dashboard": False, **local})
+        # A local Ray is a service like any other here: bound to the loopback address unless asked otherwise.
+        ray.init(**{"address": "local", "include_dashboard": False, "_node_ip_address": "127.0.0.1", **local})
 
 
 def trial_name(trial: Any) -> str:
