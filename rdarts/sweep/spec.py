@@ -197,9 +197,11 @@ class RetrainSpec(_Model):
 
 
 class ReduceSpec(_Model):
-    """Selection of the sweep's genotype: short retrains of the best ``candidates`` searches."""
+    """Selection of the sweep's genotype: a short retrain of every distinct returned genotype (R-DARTS)."""
 
-    candidates: int = Field(3, ge=1)
+    candidates: int | None = Field(None, ge=1)
+    """At most this many distinct genotypes per (space, dataset), the best by search-time validation accuracy;
+    unset: all of them, as R-DARTS retrains every candidate."""
     epochs: int = Field(20, ge=1)
     """Epochs of each candidate's short retrain."""
     layers: int | None = Field(None, ge=1)
