@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from rdarts.data import DATASETS
 from rdarts.errors import UserError
@@ -19,10 +19,20 @@ from rdarts.spaces import SPACE_NAMES, SearchSpace, get_space, space_from_op_lis
 from rdarts.stopping import ESRule
 
 EARLY_STOP_MODES = ("off", "es", "ada")
+T = TypeVar("T")
 
 
 class ConfigError(UserError):
     """A setting out of range; the message names the field and the fix."""
+
+
+def dataclass_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
+    """``cls(**d)`` for a dataclass, but an unknown key is a ``ConfigError`` that lists the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} setting(s) {unknown}; valid settings: {', '.join(sorted(names))}")
+    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -146,11 +156,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown search setting(s) {unknown}; valid settings: {', '.join(sorted(names))}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "search")
 
     def result_affecting(self) -> dict[str, Any]:
         """The settings a resumed search must share with the checkpoint (everything but labels and device)."""

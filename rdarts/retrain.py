@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rdarts.checkpoint import CheckpointStore
-from rdarts.config import ConfigError
+from rdarts.config import ConfigError, dataclass_from_dict
 from rdarts.data import DATASETS, Augment, ImageData, load_dataset
 from rdarts.device import resolve_device
 from rdarts.errors import DivergedError
@@ -126,11 +126,7 @@ class RetrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RetrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown retrain setting(s) {unknown}; valid settings: {', '.join(sorted(names))}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "retrain")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

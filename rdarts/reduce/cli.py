@@ -131,16 +131,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rdarts.reduce.cli reduce|retrain ...`` without the main CLI."""
-    parser = argparse.ArgumentParser(prog="rdarts")
-    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UserError as e:
-        print(f"rdarts: error: {e}", file=sys.stderr)
-        return 2
+    """``python -m rdarts.reduce.cli reduce|retrain ...``: the same as ``rdarts reduce|retrain ...``."""
+    from rdarts.cli import main as rdarts_main
 
+    return rdarts_main(list(sys.argv[1:] if argv is None else argv))
 
 if __name__ == "__main__":
     sys.exit(main())

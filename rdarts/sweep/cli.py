@@ -16,8 +16,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rdarts.errors import UserError
-
 
 def _validate(args: argparse.Namespace) -> int:
     from rdarts.sweep.spec import load_sweep
@@ -154,16 +152,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rdarts.sweep.cli``: the sweep subcommands on their own."""
-    parser = argparse.ArgumentParser(prog="rdarts sweep", description="Validate, run, resume and submit sweeps.")
-    _add_commands(parser.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UserError as e:
-        print(f"rdarts: error: {e}", file=sys.stderr)
-        return 2
+    """``python -m rdarts.sweep.cli ...``: the same as ``rdarts sweep ...``."""
+    from rdarts.cli import main as rdarts_main
 
+    return rdarts_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 if __name__ == "__main__":
     sys.exit(main())
