@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -26,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 LAUNCHER_FILES = sorted(p for p in CLUSTER.glob("*.yaml") if p.name != "kuberay.yaml")
+VENV_FILES = [CLUSTER / "local-venv.yaml"]  # hosts without Docker: rdarts from a virtual environment
+DOCKER_LAUNCHER_FILES = [p for p in LAUNCHER_FILES if p not in VENV_FILES]
 KUBERAY = CLUSTER / "kuberay.yaml"
 ALL_CLUSTER_FILES = [*LAUNCHER_FILES, KUBERAY]
+IMAGE_FILES = [*DOCKER_LAUNCHER_FILES, KUBERAY]
+COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                "head_start_ray_commands", "worker_start_ray_commands")
 
 
 def _pyproject() -> dict:
@@ -75,6 +81,9 @@ def mlflow_hosts(command: str) -> list[str | None]:
     tokens = shlex.split(command.replace(";", " ; ").replace("&&", " && ").replace("||", " || "))
     hosts: list[str | None] = []
     for i, tok in enumerate(tokens):
+        if " " in tok and "mlflow" in tok:  # a quoted inner command, as in bash -c '...'
+            hosts.extend(mlflow_hosts(tok))
+            continue
         if tok.endswith("mlflow") and i + 1 < len(tokens) and tokens[i + 1] in ("server", "ui"):
             host = None
             for j in range(i + 2, len(tokens)):
@@ -134,7 +143,26 @@ def test_launcher_file_passes_ray_validation(path):
     jsonschema.validate(cfg, schema)
     prepared = prepare_config(copy.deepcopy(cfg))
     validate_config(prepared)
-    assert prepared["docker"]["image"] == _expected_image()
+    if path in VENV_FILES:
+        assert "docker" not in cfg
+    else:
+        assert prepared["docker"]["image"] == _expected_image()
+
+
+@pytest.mark.parametrize("path", LAUNCHER_FILES, ids=lambda p: p.name)
+def test_launcher_commands_are_valid_shell(path):
+    """Every command parses in bash: a YAML plain scalar cut at ' #' (a comment) leaves an open quote, say."""
+    cfg = _load(path)
+    commands = [c for k in COMMAND_KEYS for c in (cfg.get(k) or [])]
+    assert commands
+    for cmd in commands:
+        r = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+        assert r.returncode == 0, f"{path.name}: {cmd!r}: {r.stderr}"
+
+
+def test_shell_check_can_fail():
+    r = subprocess.run(["bash", "-n", "-c", "grep -qs x ~/.bashrc || echo '. ~/.env"], capture_output=True)
+    assert r.returncode != 0
 
 
 def test_ray_validation_can_fail():
@@ -148,7 +176,8 @@ def test_ray_validation_can_fail():
         jsonschema.validate(bad, schema)
 
 
-@pytest.mark.parametrize("path", [p for p in LAUNCHER_FILES if p.name != "local.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in LAUNCHER_FILES if _load(p)["provider"]["type"] != "local"],
+                         ids=lambda p: p.name)
 def test_cloud_gpu_workers_scale_from_zero(path):
     cfg = _load(path)
     head = cfg["head_node_type"]
@@ -165,6 +194,11 @@ def test_cloud_gpu_workers_scale_from_zero(path):
 def test_launcher_file_mounts_sweeps_and_storage(path):
     cfg = _load(path)
     assert "./sweeps" in cfg["file_mounts"].values()
+    if path in VENV_FILES:  # the environment comes from ~/.rdarts_env, written by setup_commands
+        env = "\n".join(cfg["setup_commands"])
+        assert re.search(r"RDARTS_STORAGE=/mnt/\w+/", env) and "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in env
+        assert re.search(r"PATH=/\S+/bin:\$PATH", env) and ".rdarts_env" in env and ".bashrc" in env
+        return
     opts = " ".join(cfg["docker"].get("run_options", []))
     m = re.search(r"RDARTS_STORAGE=(\S+)", opts)
     assert m, "RDARTS_STORAGE missing from docker.run_options"
@@ -177,12 +211,13 @@ def test_launcher_file_mounts_sweeps_and_storage(path):
         assert storage.split("://")[0] in ("s3", "gs"), storage
 
 
-def test_local_file_has_placeholders_and_ssh_user():
-    cfg = _load(CLUSTER / "local.yaml")
+@pytest.mark.parametrize("name", ["local.yaml", "local-venv.yaml"])
+def test_local_file_has_placeholders_and_ssh_user(name):
+    cfg = _load(CLUSTER / name)
     assert cfg["provider"]["type"] == "local"
     assert cfg["provider"]["head_ip"] and cfg["provider"]["worker_ips"]
     assert cfg["auth"]["ssh_user"]
-    text = (CLUSTER / "local.yaml").read_text()
+    text = (CLUSTER / name).read_text()
     assert "head_ip" in text.split("cluster_name")[0], "head_ip placeholder not documented in the header"
 
 
@@ -207,7 +242,7 @@ def test_kuberay_manifest():
 # ------------------------------------------------------------------------------------------------ image tag
 
 
-@pytest.mark.parametrize("path", ALL_CLUSTER_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", IMAGE_FILES, ids=lambda p: p.name)
 def test_cluster_images_match_dockerfile_and_pyproject(path):
     images = _images(_load(path))
     assert images, f"{path.name}: no image"
@@ -245,6 +280,8 @@ def test_mlflow_never_binds_wildcard(path):
     ("mlflow server --host :: --port 5000", False),
     ("mlflow server --port 5000", False),
     ("mlflow ui --host 8.8.8.8", False),
+    ("nohup setsid bash -c 'mlflow server --port 5000 --host 127.0.0.1 & while sleep 5; do :; done' &", True),
+    ("nohup setsid bash -c 'mlflow server --port 5000 & kill -- -$$' &", False),
 ])
 def test_mlflow_host_check_can_fail(command, ok):
     hosts = mlflow_hosts(command)
@@ -310,3 +347,52 @@ def test_hadolint():
     proc = subprocess.run([exe, "--failure-threshold", "error", "--no-color", str(DOCKERFILE)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ cluster/localhost.py
+
+
+def _localhost_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rdarts_localhost", CLUSTER / "localhost.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_localhost_render_fills_every_placeholder(tmp_path):
+    """What `cluster/localhost.py setup` writes (offline: no sshd, no user): local-venv.yaml on 127.0.0.1."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    lh = _localhost_module()
+    ports = {"gcs": 41001, "dashboard": 41002, "mlflow": 41003,
+             **{name: 41010 + i for i, name in enumerate(lh.EXTRA_RAY_PORTS)}}
+    cfg = lh.render(user="someone", key=tmp_path / "k", venv=Path("/v/env"), shared=Path("/s/shared"), ports=ports,
+                    name="rdarts-x")
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    text = yaml.safe_dump(cfg)
+    assert cfg["provider"] == {"type": "local", "head_ip": "127.0.0.1", "worker_ips": []}
+    assert cfg["auth"] == {"ssh_user": "someone", "ssh_private_key": str(tmp_path / "k")}
+    assert cfg["cluster_name"] == "rdarts-x" and cfg["file_mounts"] == {"~/work/sweeps": str(ROOT / "sweeps")}
+    for gone in ("192.0.2.", "/opt/rdarts", "/mnt/rdarts", "6379", "8265", "5000"):
+        assert gone not in text, gone
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert "--port=41001 --dashboard-port=41002" in head
+    assert all(f"--{name}={ports[name]}" in head for name in lh.EXTRA_RAY_PORTS)
+    assert "--host 127.0.0.1 --port 41003" in head and "sqlite:////s/shared/mlflow/mlflow.db" in head
+    env = " ".join(cfg["setup_commands"])
+    assert "PATH=/v/env/bin:$PATH" in env and "MLFLOW_TRACKING_URI=http://127.0.0.1:41003" in env
+    assert "$RAY_HEAD_IP:41001" in " ".join(cfg["worker_start_ray_commands"])
+    for cmd in [*cfg["setup_commands"], *cfg["head_start_ray_commands"]]:
+        assert subprocess.run(["bash", "-n", "-c", cmd]).returncode == 0, cmd
+
+
+def test_localhost_render_refuses_a_template_it_cannot_fill(tmp_path, monkeypatch):
+    lh = _localhost_module()
+    edited = tmp_path / "local-venv.yaml"
+    edited.write_text((CLUSTER / "local-venv.yaml").read_text().replace("--port=6379", "--port=7000"))
+    monkeypatch.setattr(lh, "TEMPLATE", edited)
+    with pytest.raises(lh.SetupError, match="--port=6379"):
+        lh.render(user="u", key=tmp_path / "k", venv=Path("/v"), shared=Path("/s"), ports=dict(lh.DEFAULT_PORTS))

@@ -121,6 +121,7 @@ def test_reduce_logs_the_sweep_tree_once(experiment: tuple[Path, Any], server: s
     assert Genotype.from_json(es["genotype"]) == Genotype.from_json(es_rows["genotype"].iloc[0])
 
     client = MlflowClient(server)
+    assert client.get_experiment_by_name(spec.name).tags["mlflow.experimentKind"] == "custom_model_development"
     parent, children = _runs(client, spec.name)
     assert parent.data.tags[KEY] == spec.name and parent.data.tags["rdarts.spec_hash"]
     assert parent.data.tags["rdarts.version"] and parent.data.params["search.space"] == "s3"
@@ -189,3 +190,29 @@ def test_server_down_keeps_everything_then_a_later_reduce_logs_it(experiment: tu
     parent, children = _runs(client, "down-then-up")
     assert len(children) == 2 + len(list((path / "reduce" / "retrain").iterdir()))
     assert "view them:" in capsys.readouterr().out
+
+
+def test_the_environment_names_the_server_when_the_sweep_does_not(experiment: tuple[Path, Any],
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster sets MLFLOW_TRACKING_URI on the head (cluster/*.yaml): the reduce step of a sweep without
+    tracking.uri logs there, not to the SQLite file in the sweep folder; an explicit URI still wins."""
+    from mlflow.tracking import MlflowClient
+
+    path, spec = experiment
+    assert spec.tracking.uri is None
+    spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"experiment": "from-env"})})
+    env_uri = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
+    default_db = path / "mlflow.db"
+    existed = default_db.exists()
+    outcome = reduce_experiment(path, spec, retrain=False, out=io.StringIO())
+    assert outcome.exit_code == 0 and outcome.tracking_uri == env_uri
+    parent, children = _runs(MlflowClient(env_uri), "from-env")
+    assert len(children) == 2 and parent.data.tags[KEY] == spec.name
+    assert default_db.exists() == existed
+
+    explicit = f"sqlite:///{tmp_path / 'explicit.db'}"
+    outcome = reduce_experiment(path, spec, explicit, retrain=False, out=io.StringIO())
+    assert outcome.tracking_uri == explicit
+    assert len(_runs(MlflowClient(explicit), "from-env")[1]) == 2

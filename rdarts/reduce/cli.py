@@ -86,7 +86,7 @@ def _add_reduce(sub: Any) -> None:
                                    "Safe to run again: finished retrains are reused, MLflow runs are not duplicated.")
     p.add_argument("path", help="the sweep folder (<storage>/<name>)")
     p.add_argument("--tracking-uri", help="MLflow URI (default: tracking.uri of the sweep, else "
-                                          "sqlite:///<path>/mlflow.db)")
+                                          "$MLFLOW_TRACKING_URI, else sqlite:///<path>/mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="write the results to disk only")
     p.add_argument("--no-retrain", action="store_true", help="collect, select and log the searches only")
     p.add_argument("--candidate-epochs", type=_positive, help="epochs of each candidate's short retrain "

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,15 @@ from rdarts.reduce.collect import CFG, RESULTS_PARQUET, collect, trial_settings
 from rdarts.reduce.report import per_trial, plot_scatter, summary_table, to_markdown
 from rdarts.reduce.retrain_trials import RETRAIN_DIR, RetrainJob, base_config, run_jobs
 from rdarts.reduce.select import GROUP, Selection, select
-from rdarts.reduce.tracking import RunSpec, TrackingUnavailable, default_uri, log_runs, ui_command
+from rdarts.reduce.tracking import (
+    TRACKING_URI_ENV,
+    RunSpec,
+    TrackingUnavailable,
+    default_uri,
+    experiment_id_of,
+    log_runs,
+    ui_command,
+)
 from rdarts.search import EpochRecord
 
 REDUCE_DIR = "reduce"
@@ -110,7 +119,8 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
     Args:
         experiment_path: The sweep's folder (``<storage>/<name>``).
         spec: The sweep (read from the folder's ``sweep.yaml`` when omitted).
-        tracking_uri: MLflow URI; default ``tracking.uri`` of the sweep, else ``sqlite:///<folder>/mlflow.db``.
+        tracking_uri: MLflow URI; default ``tracking.uri`` of the sweep, else ``$MLFLOW_TRACKING_URI``, else
+            ``sqlite:///<folder>/mlflow.db``.
         retrain: Retrain candidates and winner (off: collect, select and log the searches only).
         candidate_epochs: Epochs of the short candidate retrains (default ``reduce.epochs``).
         n_test: Test examples the retrains evaluate (default all).
@@ -155,8 +165,11 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
             log(f"  retrain failed: {line}")
     _write_report(outcome, settings, spec, log)
     trial_files = _trial_artifacts(frame, outcome.selection, folder / "trials")
-    uri = tracking_uri or spec.tracking.uri or default_uri(experiment)
-    explicit = tracking_uri is not None or spec.tracking.uri is not None
+    # A cluster names its tracking server in the environment (cluster/*.yaml): it comes after the sweep file's own
+    # tracking.uri, before the SQLite file in the sweep folder.
+    env_uri = os.environ.get(TRACKING_URI_ENV) or None
+    uri = tracking_uri or spec.tracking.uri or env_uri or default_uri(experiment)
+    explicit = tracking_uri is not None or spec.tracking.uri is not None or env_uri is not None
     enabled = tracking if tracking is not None else (spec.tracking.enabled or tracking_uri is not None)
     if enabled:
         outcome.tracking_uri = uri
@@ -166,13 +179,13 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
             outcome.tracking_counts = log_runs(uri, spec.tracking.experiment or spec.name, parent, children,
                                                artifact_location=location)
         except TrackingUnavailable as e:
-            again = f"rdarts reduce {experiment}" + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")
+            again = f"rdarts reduce {experiment}" + (f" --tracking-uri {uri}" if explicit else "")
             log(f"warning: MLflow not logged: {e}; everything is kept in {experiment}; log it later with: {again}")
             outcome.exit_code = EXIT_TRACKING if explicit else 0
         else:
             c = outcome.tracking_counts
             log(f"MLflow: {c['written']} run(s) written, {c['kept']} unchanged, {c['deleted']} replaced, at {uri}")
-            log(f"view them: {ui_command(uri)}")
+            log(f"view them: {ui_command(uri, experiment_id_of(uri, spec.tracking.experiment or spec.name))}")
     return outcome
 
 
@@ -277,6 +290,6 @@ def _stop_reason(rows: pd.DataFrame, last: pd.Series | None) -> str:
     return str(last.get("search_status", ""))
 
 
-def reduce_sweep(experiment_path: str, spec: Any = None) -> int:
+def reduce_sweep(experiment_path: str, spec: Any = None, tracking_uri: str | None = None) -> int:
     """The hook ``rdarts sweep run/resume`` calls after a sweep (``rdarts.sweep.cli._reduce_after``)."""
-    return reduce_experiment(experiment_path, spec).exit_code
+    return reduce_experiment(experiment_path, spec, tracking_uri).exit_code

@@ -60,15 +60,32 @@ def _param(value: Any) -> str:
     return text[:MAX_PARAM]
 
 
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable: the cluster files set it on the head
+
+
 def default_uri(experiment: Path) -> str:
     return f"sqlite:///{experiment / 'mlflow.db'}"
 
 
-def ui_command(uri: str) -> str:
+def runs_page(base_url: str, experiment_id: str | None) -> str:
+    """The UI's page of an experiment's runs table (MLflow 3 otherwise opens its GenAI overview)."""
+    if experiment_id is None:
+        return base_url
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
     """The one command that shows these runs in a browser."""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        return f"open {runs_page(uri, experiment_id)} in a browser"
+    return (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
+            f"{runs_page('http://127.0.0.1:5000', experiment_id)}")
+
+
+def experiment_id_of(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in the store at ``uri`` (None when it is not there)."""
+    exp = _client(uri).get_experiment_by_name(name)
+    return None if exp is None else str(exp.experiment_id)
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
@@ -93,13 +110,20 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI pages (traces, prompts); with it, on the runs
+# table, where a sweep's runs are.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND[0] not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return str(exp.experiment_id)
-    return str(client.create_experiment(name, artifact_location=artifact_location))
+    return str(client.create_experiment(name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND])))
 
 
 def _find(client: Any, experiment_id: str, key: str, parent_id: str | None = None) -> list[Any]:

@@ -36,7 +36,7 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reduce_after(experiment_path: str, spec: Any) -> int:
+def _reduce_after(experiment_path: str, spec: Any, tracking_uri: str | None = None) -> int:
     """The reduce step after a sweep (``rdarts.reduce``, imported here: it brings MLflow); its exit code."""
     import importlib
 
@@ -46,7 +46,7 @@ def _reduce_after(experiment_path: str, spec: Any) -> int:
         print("note: the reduce step (rdarts.reduce.reduce_sweep) is not available; skipped. "
               "Pass --no-reduce to silence this.")
         return 0
-    return int(reduce_sweep(experiment_path, spec))
+    return int(reduce_sweep(experiment_path, spec, tracking_uri))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.file)
     outcome = run_sweep(spec, args.address, storage=args.storage, spec_text=Path(args.file).read_text())
-    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path, spec)
+    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path, spec, args.tracking_uri)
     return max(1 if outcome.num_errors else 0, reduced)
 
 
@@ -66,17 +66,18 @@ def _resume(args: argparse.Namespace) -> int:
 
     outcome = resume_sweep(args.path, args.address)
     reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path,
-                                                     load_experiment_spec(outcome.experiment_path))
+                                                     load_experiment_spec(outcome.experiment_path), args.tracking_uri)
     return max(1 if outcome.num_errors else 0, reduced)
 
 
 def _submit(args: argparse.Namespace) -> int:
     from rdarts.sweep.runner import submit_sweep
 
-    run_args = (["--no-reduce"] if args.no_reduce else []) + (["--storage", args.storage] if args.storage else [])
+    run_args = ((["--no-reduce"] if args.no_reduce else []) + (["--storage", args.storage] if args.storage else [])
+                + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))
     job_id = submit_sweep(args.file, args.address, python=args.python, run_args=run_args)
     print(f"submitted {job_id}")
-    print(f"  follow it:  rdarts sweep logs {job_id} --address {args.address}")
+    print(f"  follow it:  rdarts sweep logs {job_id} --address {args.address} --follow")
     print(f"  status:     rdarts sweep status {job_id} --address {args.address}")
     return 0
 
@@ -90,8 +91,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from rdarts.sweep.runner import job_logs
+    from rdarts.sweep.runner import job_follow, job_logs
 
+    if args.follow:
+        status = job_follow(args.job_id, args.address)
+        print(f"{args.job_id}: {status}")
+        return 0 if status == "SUCCEEDED" else 1
     sys.stdout.write(job_logs(args.job_id, args.address))
     return 0
 
@@ -102,6 +107,21 @@ def _stop(args: argparse.Namespace) -> int:
     stopped = job_stop(args.job_id, args.address)
     print(f"{args.job_id}: {'stop requested' if stopped else 'not running'}")
     return 0
+
+
+def _tracking_uri(value: str) -> str:
+    from rdarts.sweep.spec import TRACKING_SCHEMES
+
+    if value.split(":", 1)[0] not in TRACKING_SCHEMES:
+        raise argparse.ArgumentTypeError(f"must be an MLflow tracking URI "
+                                         f"({', '.join(s + ':' for s in TRACKING_SCHEMES)}), got {value!r}")
+    return value
+
+
+def _tracking_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", type=_tracking_uri,
+                   help="MLflow URI of the reduce step (default: tracking.uri of the file, else $MLFLOW_TRACKING_URI, "
+                        "else sqlite:///<sweep folder>/mlflow.db)")
 
 
 def _add_commands(sub: Any) -> None:
@@ -118,12 +138,14 @@ def _add_commands(sub: Any) -> None:
     p.add_argument("--address", help="Ray cluster to join (host:6379, ray://host:10001, auto); local Ray if omitted")
     p.add_argument("--storage", help="results folder or URI (overrides storage: in the file)")
     p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    _tracking_flag(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("resume", help="continue an interrupted sweep from its folder (<storage>/<name>)")
     p.add_argument("path")
     p.add_argument("--address", help="Ray cluster to join; local Ray if omitted")
     p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    _tracking_flag(p)
     p.set_defaults(func=_resume)
 
     p = sub.add_parser("submit", help="run a sweep as a Ray Job on a cluster (the project folder travels)")
@@ -132,6 +154,7 @@ def _add_commands(sub: Any) -> None:
     p.add_argument("--python", help="interpreter on the cluster (default: this one for a local cluster, else python)")
     p.add_argument("--storage", help="results folder or URI on the cluster (overrides storage: in the file)")
     p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    _tracking_flag(p)
     p.set_defaults(func=_submit)
 
     for name, handler, what in (("status", _status, "show a submitted sweep's state"),
@@ -140,6 +163,9 @@ def _add_commands(sub: Any) -> None:
         p = sub.add_parser(name, help=what)
         p.add_argument("job_id")
         p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
+        if name == "logs":
+            p.add_argument("-f", "--follow", action="store_true",
+                           help="print the output as it comes until the job ends; exit 0 only if it succeeded")
         p.set_defaults(func=handler)
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rdarts.errors import UserError
 from rdarts.sweep.spec import SweepSpec, load_sweep, parse_yaml, spec_from_data
@@ -346,6 +346,22 @@ def job_status(job_id: str, address: str) -> str:
 
 def job_logs(job_id: str, address: str) -> str:
     return str(_client(address).get_job_logs(job_id))
+
+
+def job_follow(job_id: str, address: str, out: TextIO | None = None) -> str:
+    """Print a job's output as it comes, until the job ends; returns its final status."""
+    import asyncio
+
+    client = _client(address)
+    stream = out if out is not None else sys.stdout
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            stream.write(chunk)
+            stream.flush()
+
+    asyncio.run(tail())
+    return str(client.get_job_status(job_id).value)
 
 
 def job_stop(job_id: str, address: str) -> bool:
