@@ -93,12 +93,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-PACKAGES = ("openssh-server", "openssh-client", "rsync")
+# What this script and the cluster file run, and the Debian package of each: sshd and the client, rsync (the
+# launcher's file sync), pgrep and curl (the head's MLflow start command), runuser and useradd (here).
+NEEDED = {SSHD: "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "rsync": "rsync",
+          "pgrep": "procps", "curl": "curl", "runuser": "util-linux", "useradd": "passwd"}
 
 
-def ensure_packages(packages: tuple[str, ...] = PACKAGES) -> None:
-    """Debian packages, when missing: by default sshd and rsync (``apt-get`` starts no daemon in a container)."""
-    if packages == PACKAGES and Path(SSHD).exists() and shutil.which("rsync") and shutil.which("ssh-keygen"):
+def ensure_packages(packages: tuple[str, ...] | None = None) -> None:
+    """Debian packages, when missing: by default those of ``NEEDED`` (``apt-get`` starts no daemon in a container)."""
+    if packages is None:
+        packages = tuple(sorted({pkg for exe, pkg in NEEDED.items() if not shutil.which(exe)}))
+    if not packages:
         return
     print(f"localhost: installing {' '.join(packages)} (apt-get)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -216,3 +216,39 @@ def test_the_environment_names_the_server_when_the_sweep_does_not(experiment: tu
     outcome = reduce_experiment(path, spec, explicit, retrain=False, out=io.StringIO())
     assert outcome.tracking_uri == explicit
     assert len(_runs(MlflowClient(explicit), "from-env")[1]) == 2
+
+
+def test_a_sweep_folder_on_object_storage_is_reduced_through_a_mirror(experiment: tuple[Path, Any],
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tune storage on S3/GCS (the cloud cluster files): the reducer mirrors the folder without the searches'
+    checkpoints, reduces it, and copies its results back. pyarrow's file:// is the same code path as s3://."""
+    import shutil
+
+    from rdarts.errors import UserError
+    from rdarts.reduce import collect
+    from rdarts.reduce.remote import WRITTEN, mirror_path
+
+    path, spec = experiment
+    remote = tmp_path / "bucket" / spec.name
+    shutil.copytree(path, remote, ignore=shutil.ignore_patterns(*WRITTEN))
+    assert any(remote.glob("*/checkpoint_*")), "the sweep should have checkpoints for this test to mean anything"
+    monkeypatch.setenv("RDARTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = remote.as_uri()
+
+    out = io.StringIO()
+    outcome = reduce_experiment(uri, spec, retrain=False, tracking=False, out=out)
+    assert outcome.exit_code == 0, out.getvalue()
+    mirror = mirror_path(uri)
+    assert outcome.experiment_path == mirror and not list(mirror.glob("*/checkpoint_*"))
+    assert {p.name for p in mirror.iterdir() if p.is_dir()} == {p.name for p in remote.iterdir() if p.is_dir()}
+    pd.testing.assert_frame_equal(pd.read_parquet(remote / "results.parquet"), collect(path), check_like=True)
+    assert (remote / "reduce" / "summary.md").read_text() == (mirror / "reduce" / "summary.md").read_text()
+
+    again = io.StringIO()
+    reduce_experiment(uri, spec, retrain=False, tracking=False, out=again)
+    assert "  0 file(s) fetched" in again.getvalue()  # the mirror is reused
+
+    with pytest.raises(UserError, match="no such folder"):
+        reduce_experiment((tmp_path / "nothing").as_uri(), spec, retrain=False, out=io.StringIO())

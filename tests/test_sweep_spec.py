@@ -12,7 +12,6 @@ import pytest
 from sweep_fixtures import CORPUS, ROOT, SWEEPS, TINY_SEARCH, run_cli, tiny_spec
 
 from rdarts.config import SearchConfig
-from rdarts.errors import UserError
 from rdarts.stopping import PRESETS
 from rdarts.sweep.spec import SweepError, SweepSpec, json_schema, load_sweep, parse_yaml, spec_from_data
 
@@ -202,15 +201,6 @@ def test_storage_paths() -> None:
     assert tiny_spec("a").storage_path() == str(Path("~/rdarts_results").expanduser().resolve())
     assert tiny_spec("a", storage="s3://bucket/runs").storage_path() == "s3://bucket/runs"
     assert tiny_spec("a", storage="rel/dir").storage_path() == str(Path("rel/dir").resolve())
-
-
-def test_tracking_defaults_to_sqlite_in_the_sweep_folder(tmp_path: Path) -> None:
-    tracking = tiny_spec("t").tracking
-    assert tracking.resolved_uri(str(tmp_path / "t")) == f"sqlite:///{tmp_path}/t/mlflow.db"
-    assert tiny_spec("t", tracking={"uri": "http://mlflow:5000"}).tracking.resolved_uri("s3://b/t") == (
-        "http://mlflow:5000")
-    with pytest.raises(UserError, match="tracking.uri"):
-        tracking.resolved_uri("s3://bucket/t")
 
 
 def test_spec_is_frozen() -> None:

@@ -35,8 +35,8 @@ TRIAL_COLUMNS = ("trial", "trial_index", "trial_id", "setting", "status", "note"
 def _local(experiment_path: str | Path) -> Path:
     text = str(experiment_path)
     if "://" in text:
-        raise UserError(f"{text}: the reducer reads local folders only; copy the sweep folder here first "
-                        "(e.g. 'aws s3 sync URI DIR') and run 'rdarts reduce DIR'")
+        raise UserError(f"{text}: collect reads local folders only; 'rdarts reduce {text}' (reduce_experiment) "
+                        "mirrors a folder on object storage first")
     path = Path(text).expanduser().resolve()
     if not path.is_dir():
         raise UserError(f"{path}: no such folder; give the folder of a sweep (<storage>/<name>)")

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from rdarts.reduce.collect import CFG, RESULTS_PARQUET, collect, trial_settings
+from rdarts.reduce.remote import download, is_remote, mirror_path, upload
 from rdarts.reduce.report import per_trial, plot_scatter, summary_table, to_markdown
 from rdarts.reduce.retrain_trials import RETRAIN_DIR, RetrainJob, base_config, run_jobs
 from rdarts.reduce.select import GROUP, Selection, select
@@ -117,7 +118,8 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
     """Reduce a sweep folder (see the module docstring).
 
     Args:
-        experiment_path: The sweep's folder (``<storage>/<name>``).
+        experiment_path: The sweep's folder (``<storage>/<name>``), local or a URI (``s3://``, ``gs://``,
+            ``file://``; see ``rdarts.reduce.remote``).
         spec: The sweep (read from the folder's ``sweep.yaml`` when omitted).
         tracking_uri: MLflow URI; default ``tracking.uri`` of the sweep, else ``$MLFLOW_TRACKING_URI``, else
             ``sqlite:///<folder>/mlflow.db``.
@@ -138,6 +140,16 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
 
     def log(msg: str) -> None:
         print(msg, file=stream, flush=True)
+
+    if is_remote(experiment_path):  # s3://, gs://: reduce a local mirror, then copy the results back
+        uri = str(experiment_path).rstrip("/")
+        local = mirror_path(uri)
+        log(f"{uri}: mirroring to {local} (the searches' checkpoints stay behind)")
+        log(f"  {download(uri, local)} file(s) fetched")
+        outcome = reduce_experiment(local, spec, tracking_uri, retrain=retrain, candidate_epochs=candidate_epochs,
+                                    n_test=n_test, runner=runner, address=address, tracking=tracking, out=stream)
+        log(f"{uri}: {upload(local, uri)} file(s) of results copied back")
+        return outcome
 
     experiment = Path(experiment_path).expanduser().resolve()
     frame = collect(experiment)  # raises UserError for a folder without trials

@@ -157,7 +157,8 @@ class ResourcesSpec(_Model):
 
 
 class TrackingSpec(_Model):
-    """MLflow (used by the reducer): ``uri`` defaults to a SQLite file in the sweep's folder."""
+    """MLflow (used by the reducer): ``uri`` defaults to ``$MLFLOW_TRACKING_URI``, else a SQLite file in the sweep's
+    folder (in its local mirror for a folder on object storage)."""
 
     enabled: bool = True
     uri: str | None = None
@@ -170,15 +171,6 @@ class TrackingSpec(_Model):
             raise ValueError(f"must be an MLflow tracking URI ({', '.join(s + ':' for s in TRACKING_SCHEMES)}), "
                              f"got {v!r}")
         return v
-
-    def resolved_uri(self, experiment_path: str) -> str:
-        """``uri``, or the default: ``sqlite:///<experiment_path>/mlflow.db`` (a local sweep folder only)."""
-        if self.uri is not None:
-            return self.uri
-        if "://" in experiment_path:
-            raise UserError(f"tracking.uri: the sweep folder {experiment_path} is not local, so the default SQLite "
-                            "file cannot live there; give tracking.uri (e.g. an MLflow server's http:// address)")
-        return f"sqlite:///{Path(experiment_path).expanduser().resolve()}/mlflow.db"
 
 
 class RetrainSpec(_Model):
