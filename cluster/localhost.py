@@ -359,7 +359,7 @@ def _next_steps(made: Localhost) -> str:
         "next (from the repository root):",
         f"  .venv/bin/ray up -y {cfg}",
         f"  .venv/bin/rdarts sweep submit sweeps/quickstart.yaml --address {made.dashboard} --storage {made.storage}",
-        f"  .venv/bin/rdarts sweep logs <job id> --address {made.dashboard}",
+        f"  .venv/bin/rdarts sweep logs <job id> --address {made.dashboard} --follow",
         f"  MLflow UI: {made.mlflow}   Ray dashboard: {made.dashboard}   results: {made.storage}",
         f"  .venv/bin/ray down -y {cfg}",
         "  .venv/bin/python cluster/localhost.py teardown",

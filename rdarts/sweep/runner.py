@@ -7,12 +7,14 @@ The experiment folder (``<storage>/<name>``) holds Tune's own files (one folder 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -317,12 +319,35 @@ def submit_sweep(file: str | Path, address: str, *, python: str | None = None, r
                           [interpreter, *cli, "run", str(path.relative_to(root)), *run_args])
     client = _client(address)
     runtime_env = {"working_dir": str(root), "excludes": list(excludes)}
+    with _quiet_ray():
+        return _submit_job(client, entrypoint, runtime_env, spec.name, agent_wait_s)
+
+
+@contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Ray's client logs every packaging step, each default-excluded folder and the log stream's closing at
+    INFO/WARNING; the sweep commands print their own lines, so only Ray's errors pass."""
+    def only_errors(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.name.startswith("ray")
+
+    # On the handlers, not the loggers: Ray's client modules set their own loggers' levels to INFO.
+    handlers = [*logging.getLogger("ray").handlers, *logging.getLogger().handlers]
+    for h in handlers:
+        h.addFilter(only_errors)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(only_errors)
+
+
+def _submit_job(client: Any, entrypoint: str, runtime_env: dict[str, Any], name: str, agent_wait_s: float) -> str:
     # Right after 'ray start' the dashboard answers before its job agent is up ("No available agent"): wait for it.
     deadline = time.monotonic() + agent_wait_s
     while True:
         try:
             job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                       metadata={"rdarts_sweep": spec.name})
+                                       metadata={"rdarts_sweep": name})
             return str(job_id)
         except RuntimeError as e:
             if "No available agent" not in str(e) or time.monotonic() > deadline:
@@ -360,7 +385,8 @@ def job_follow(job_id: str, address: str, out: TextIO | None = None) -> str:
             stream.write(chunk)
             stream.flush()
 
-    asyncio.run(tail())
+    with _quiet_ray():
+        asyncio.run(tail())
     return str(client.get_job_status(job_id).value)
 
 
