@@ -4,16 +4,20 @@
 ``setup`` (root; idempotent) prepares what ``cluster/local-venv.yaml`` expects of a host, then writes that file with
 its placeholders filled in, and prints the commands from ``ray up`` to the MLflow UI and ``ray down``:
 
-1. Debian's ``openssh-server`` and ``rsync`` (the launcher rsyncs its files to the head), when missing;
+1. the Debian packages it and the head's commands run (``openssh-server``, ``rsync``, ``procps``, ``curl``), when
+   missing;
 2. an ssh user (default ``rdarts``; a separate account, so that the head's ``ray stop`` cannot touch any other Ray
-   on this machine) with key-only login, and a key pair for the user running ``ray up``;
-3. an sshd of its own on 127.0.0.1:22 only (key logins of that user only), unless an sshd there already lets the key
-   in (Ray's local provider connects to port 22 and has no setting for another);
-4. the shared folder (what NFS is on a real cluster) owned by the ssh user;
-5. a check that the ssh user can run this checkout's virtual environment (``rdarts``, ``ray``, ``mlflow``).
+   on this machine) in the group ``rdarts-ssh``, with key-only login, and a key pair for the user running ``ray up``;
+3. an ACL entry ``u:USER:x`` on each folder above the venv and its interpreter that the user cannot pass through
+   (a root-made venv often points into /root);
+4. an sshd of its own on 127.0.0.1:22 only (key logins of ``rdarts-ssh`` members only), unless an sshd there already
+   lets the key in (Ray's local provider connects to port 22 and has no setting for another);
+5. the shared folder (what NFS is on a real cluster) owned by the ssh user, and a check that the user can run the
+   venv's ``rdarts``, ``ray`` and ``mlflow``.
 
-``teardown`` stops the sshd that ``setup`` started (run it after ``ray down``); ``--remove-user`` also deletes the
-user and its home. Nothing listens on other than 127.0.0.1.
+``teardown`` stops the sshd that ``setup`` started and removes its ACL entries (run it after ``ray down``);
+``--remove-user`` also deletes the user and its home. The sshd listens on 127.0.0.1 only; Ray's own ports do not
+(see cluster/README.md).
 
     .venv/bin/python cluster/localhost.py setup              # writes build/localhost/localhost.yaml
     .venv/bin/python cluster/localhost.py setup --ports free # every Ray/MLflow port picked free (a Ray already runs)
