@@ -52,12 +52,17 @@ def _add_search_parser(sub: Any) -> None:
     a("--weight-decay", type=float, default=3e-4)
     a("--drop-path", type=float, default=0.0, help="scheduled drop path, ramped from 0 (cutout on when > 0)")
     a("--cutout", type=_bool, default=None, help="force cutout on/off (default: on iff --drop-path > 0)")
+    a("--augment", type=_bool, default=True, help="random crop and flip on the search's batches (default: true, "
+      "as the reference)")
     a("--early-stop", choices=("off", "es", "ada"), default="off")
     a("--ev-every", type=int, default=2, help="epochs between Hessian eigenvalues (default: 2; the last epoch too)")
+    a("--hessian-batches", type=int, default=1, help="validation batches per λ_max (default: 1, as the reference)")
     a("--es-preset", choices=("reference", "paper"), default="reference",
       help="DARTS-ES constants: the released code's (default) or the paper's")
     a("--seed", type=int, default=1)
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    a("--amp", type=_bool, default=False, help="bf16 autocast for the training passes on CUDA (default: false; "
+      "the reference is fp32)")
     a("--out", type=Path, default=None, help="output folder (default: runs/<space>-<dataset>-seed<seed>)")
     a("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_search)
@@ -73,7 +78,8 @@ def _search_config(args: argparse.Namespace) -> Any:
         space=args.space, dataset=args.dataset, data_root=args.data_root, download=args.download,
         n_train=args.n_train, image_size=args.image_size, layers=args.layers, channels=args.channels,
         nodes=args.nodes, epochs=args.epochs, batch_size=args.batch_size, order=args.order, lr=args.lr,
-        weight_decay=args.weight_decay, drop_path=args.drop_path, cutout=args.cutout, ev_every=ev_every,
+        weight_decay=args.weight_decay, drop_path=args.drop_path, cutout=args.cutout, augment=args.augment,
+        hessian_batches=args.hessian_batches, amp=args.amp, ev_every=ev_every,
         early_stop=args.early_stop, es_window=rule.window, es_delta=rule.delta, es_factor=rule.factor,
         es_start_epoch=rule.start_epoch, seed=args.seed, device=args.device,
     )

@@ -95,8 +95,8 @@ class RetrainConfig:
     # run
     seed: int = 1
     device: str = "auto"
-    amp: bool = True
-    """bf16 autocast on CUDA; ignored on CPU."""
+    amp: bool = False
+    """bf16 autocast on CUDA (ignored on CPU); off by default, as the reference trains in fp32."""
 
     def __post_init__(self) -> None:
         def fail(name: str, rule: str) -> NoReturn:

@@ -7,6 +7,15 @@ validation loss on the epoch's last validation batch (train mode, arch weight de
 checkpoint. ES keeps the stop epoch's genotype and ends; ADA rolls back to the stop epoch's checkpoint, multiplies
 the weight decay and goes on to the last epoch.
 
+The per-epoch one-shot validation accuracy is measured as the reference measures it: on the validation half with the
+training transform (crop, flip, cutout when on), the model in eval mode (``valid_augment``; off: normalisation only).
+
+DARTS-ADA rolls back everything, the eigenvalue history included. The released code means to, but does not: it loads
+the checkpoint's eigenvalue lists into a new tracker that the recursive ``train_epochs`` call never receives (its
+``la_tracker=la_tracker`` default argument was bound when the function was defined), so the released DARTS-ADA keeps
+the discarded round's eigenvalues, tends to fire again at once and climbs to the maximum weight decay. rdarts
+implements the intended behaviour (``rollback`` restores the history of the stop epoch).
+
 Pure PyTorch: no Ray, no MLflow. A search writes its checkpoints under ``out_dir/checkpoints`` and resumes from the
 latest one when run again; every random draw comes from seeded generators saved in the checkpoint, so a resumed
 search ends exactly as an uninterrupted one (on CPU).
@@ -166,9 +175,10 @@ class Search:
         ac = self._autocast()
         return ac if ac is not None else nullcontext()
 
-    def _augment(self, epoch: int) -> Augment:
+    def _augment(self) -> Augment:
+        """The search's training transform (crop and flip when ``augment``, cutout by the reference's rule)."""
         cutout = cutout_enabled(self.cfg.cutout, self.cfg.drop_path)
-        return Augment(self.data, cutout=cutout, cutout_length=self.cfg.cutout_length)
+        return Augment(self.data, augment=self.cfg.augment, cutout=cutout, cutout_length=self.cfg.cutout_length)
 
     def _to_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last and self.device.type == "cuda":
@@ -188,7 +198,7 @@ class Search:
             group["lr"] = lr
         self.model.drop_path_prob = drop_path_prob(epoch, cfg.epochs, cfg.drop_path)
         self.model.train()
-        aug = self._augment(epoch)
+        aug = self._augment()
         n_train, n_val = len(self.y_train), len(self.y_val)
         order = torch.randperm(n_train, generator=self.generator)
         batches = [order[i:i + cfg.batch_size] for i in range(0, n_train, cfg.batch_size)]
@@ -221,15 +231,22 @@ class Search:
         return loss_sum / seen, correct / seen
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float]:
+    def validate(self, epoch: int) -> tuple[float, float]:
+        """Loss and accuracy of the one-shot model on the validation half, in eval mode.
+
+        As the reference (its ``valid_queue`` is built with the training transform), the images get the search's
+        augmentation unless ``valid_augment`` is off. The draws come from a generator of their own, seeded by
+        (seed, epoch): the measurement never moves the search's random stream, so both settings search alike.
+        """
         self.model.eval()
-        aug = Augment(self.data, augment=False)
+        aug = self._augment() if self.cfg.valid_augment else Augment(self.data, augment=False)
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         bs = max(self.cfg.batch_size, 256)
         loss_sum, correct, seen = 0.0, 0, 0
         for i, start in enumerate(range(0, len(self.y_val), bs)):
             if self.cfg.valid_batches is not None and i >= self.cfg.valid_batches:
                 break
-            x = self._to_input(aug(self.x_val[start:start + bs], self.generator))
+            x = self._to_input(aug(self.x_val[start:start + bs], gen))
             y = self.y_val[start:start + bs]
             with self._ac():
                 logits = self.model(x)
@@ -245,7 +262,7 @@ class Search:
             return float(self.eigenvalue_fn(epoch)), 0
         assert self._last_valid_batch is not None
         batches = [self._last_valid_batch]
-        aug = self._augment(epoch)
+        aug = self._augment()
         for _ in range(self.cfg.hessian_batches - 1):
             vidx = torch.randperm(len(self.y_val), generator=self.generator)[: self.cfg.batch_size].to(self.device)
             batches.append((self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]))
@@ -349,7 +366,7 @@ class Search:
         cfg = self.cfg
         t0 = time.perf_counter()
         train_loss, train_acc = self.train_epoch(epoch)
-        valid_loss, valid_acc = self.validate()
+        valid_loss, valid_acc = self.validate(epoch)
         genotype = self.model.genotype()
         self.genotypes[epoch] = genotype.to_json()
         eig, iters, t_h = math.nan, 0, 0.0

@@ -33,12 +33,13 @@ RAY_ENV = {"RAY_AUTH_MODE": "disabled", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOI
            "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_DEDUP_LOGS": "0"}
 
 
-def tiny_spec(name: str, grid: dict[str, list[Any]] | None = None, search: dict[str, Any] | None = None,
-              **top: Any) -> Any:
+def tiny_spec(name: str, grid: dict[str, list[Any]] | list[dict[str, list[Any]]] | None = None,
+              search: dict[str, Any] | None = None, **top: Any) -> Any:
     from rdarts.sweep.spec import STOPPING_FIELDS, spec_from_data
 
     grid = grid or {}
-    taken = set(grid) | set(top.get("sample", {}).get("params", {}))
+    swept = {k for g in (grid if isinstance(grid, list) else [grid]) for k in g}
+    taken = swept | set(top.get("sample", {}).get("params", {}))
     if "stopping" in top:
         taken |= set(STOPPING_FIELDS.values())
     base = {k: v for k, v in TINY_SEARCH.items() if k not in taken}

@@ -72,7 +72,7 @@ def experiment(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> t
     spec = tiny_spec("reduce-e2e", grid={"early_stop": ["off", "es"]}, search={"epochs": EPOCHS,
                                                                                "extra": {"explode_at": 3}},
                      stopping=FAST_RULE, max_concurrent=2,
-                     reduce={"epochs": 1, "layers": 3, "channels": 4, "batch_size": 32},
+                     reduce={"protocol": "winner", "epochs": 1, "layers": 3, "channels": 4, "batch_size": 32},
                      retrain={"epochs": 1, "layers": 3, "channels": 4, "batch_size": 32, "seeds": [1]})
     root = tmp_path_factory.mktemp("sweep")
     outcome = run_sweep(spec, storage=str(root), verbose=0, out=io.StringIO(), trainable=fault_trainable,

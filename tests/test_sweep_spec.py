@@ -43,13 +43,13 @@ def test_shipped_sweep_validates(path: Path) -> None:
 
 
 def test_paper_sweeps_have_the_paper_grid() -> None:
-    """R-DARTS(L2): 5 weight decays x 3 seeds; R-DARTS(DP): 4 drop paths x 3 seeds; ES/ADA: 3 seeds each."""
+    """R-DARTS(L2): 5 weight decays x 3 seeds; R-DARTS(DP): 4 drop paths x 3 seeds; DARTS/ES/ADA: 3 seeds each."""
     counts = {p.name: len(load_sweep(p).trials()) for p in SWEEP_FILES}
     for space in ("s1", "s2", "s3", "s4"):
         for data in ("cifar10", "cifar100", "svhn"):
             assert counts[f"rdarts_l2_{space}_{data}.yaml"] == 15
             assert counts[f"rdarts_dp_{space}_{data}.yaml"] == 12
-            assert counts[f"darts_es_ada_{space}_{data}.yaml"] == 6
+            assert counts[f"darts_es_ada_{space}_{data}.yaml"] == 9
     for data in ("cifar10", "cifar100"):
         trials = load_sweep(SWEEPS / f"rdarts_l2_darts_{data}.yaml").trials()
         assert len(trials) == 15 and {t["search"]["space"] for t in trials} == {"darts"}
@@ -59,7 +59,12 @@ def test_paper_sweeps_have_the_paper_grid() -> None:
     dp = load_sweep(SWEEPS / "rdarts_dp_s3_svhn.yaml").trials()
     assert sorted({t["search"]["drop_path"] for t in dp}) == [0.0, 0.2, 0.4, 0.6]
     es_ada = load_sweep(SWEEPS / "darts_es_ada_s2_cifar100.yaml").trials()
-    assert sorted(t["search"]["early_stop"] for t in es_ada) == ["ada"] * 3 + ["es"] * 3
+    assert sorted(t["search"]["early_stop"] for t in es_ada) == ["ada"] * 3 + ["es"] * 3 + ["off"] * 3
+    assert sorted(t["method"] for t in es_ada) == ["DARTS"] * 3 + ["DARTS-ADA"] * 3 + ["DARTS-ES"] * 3
+    assert {t["method"] for t in l2} == {"DARTS, R-DARTS(L2)", "R-DARTS(L2)"}
+    assert {t["method"] for t in dp} == {"DARTS, R-DARTS(DP)", "R-DARTS(DP)"}
+    assert {load_sweep(p).reduce.protocol for p in SWEEP_FILES if p.name.startswith(("rdarts_", "darts_"))} == {
+        "paper"}
 
 
 def test_quickstart_is_small_and_has_es_trials() -> None:

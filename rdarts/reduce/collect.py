@@ -5,12 +5,13 @@ Input: the experiment folder ``rdarts sweep run`` writes (``<storage>/<name>``):
 object per report, ``progress.csv`` the same as CSV) and ``results.csv`` (a row per trial, with its status).
 
 Output (``results.parquet`` in that folder): the trial (``trial``, ``trial_index``, ``trial_id``, ``setting``,
-``status``, ``note``), its search settings as ``cfg.<field>`` (``cfg.space``, ``cfg.dataset``, ``cfg.seed``,
-``cfg.weight_decay``, ...; the prefix keeps them apart from the per-epoch ``weight_decay`` and ``drop_path`` that
-DARTS-ADA and the drop-path schedule change), every reported metric (the ``EpochRecord`` fields, eigenvalues,
-genotypes, and the stop information ``search_status``/``result_epoch``/``result_genotype``/``stop_reason``/
-``scheduler_*``), ``report`` (the report's position in the trial) and ``final_branch`` (False on a report superseded
-by a later one for the same epoch: a DARTS-ADA rollback, or a trial restarted from a checkpoint).
+``method`` (its method labels, ``rdarts.methods``), ``status``, ``note``), its search settings as ``cfg.<field>``
+(``cfg.space``, ``cfg.dataset``, ``cfg.seed``, ``cfg.weight_decay``, ...; the prefix keeps them apart from the
+per-epoch ``weight_decay`` and ``drop_path`` that DARTS-ADA and the drop-path schedule change), every reported metric
+(the ``EpochRecord`` fields, eigenvalues, genotypes, and the stop information
+``search_status``/``result_epoch``/``result_genotype``/``stop_reason``/``scheduler_*``), ``report`` (the report's
+position in the trial) and ``final_branch`` (False on a report superseded by a later one for the same epoch: a
+DARTS-ADA rollback, or a trial restarted from a checkpoint).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from typing import Any
 import pandas as pd
 
 from rdarts.errors import UserError
+from rdarts.methods import join_labels, method_labels
 
 RESULTS_PARQUET = "results.parquet"
 CFG = "cfg."
 # Tune's own bookkeeping per report: dropped (the config is in the cfg.* columns already).
 _TUNE_NOISE = ("config", "date", "hostname", "node_ip", "pid", "timestamp", "checkpoint_dir_name",
                "should_checkpoint", "done", "time_since_restore", "iterations_since_restore")
-TRIAL_COLUMNS = ("trial", "trial_index", "trial_id", "setting", "status", "note")
+TRIAL_COLUMNS = ("trial", "trial_index", "trial_id", "setting", "method", "status", "note")
 
 
 def _local(experiment_path: str | Path) -> Path:
@@ -92,16 +94,20 @@ def collect(experiment_path: str | Path, *, write: bool = True) -> pd.DataFrame:
         raise UserError(f"{experiment}: no Tune trials here (no */params.json); give the folder of a sweep "
                         "started with 'rdarts sweep run' (<storage>/<name>)")
     statuses = _statuses(experiment)
+    entries = [json.loads((d / "params.json").read_text()).get("trial", {}) for d in dirs]
+    # Sweeps started before method labels existed: label them now, from the same settings.
+    derived = method_labels([e.get("search", {}) for e in entries]) if any("method" not in e for e in entries) else []
     rows: list[dict[str, Any]] = []
-    for d in dirs:
-        entry = json.loads((d / "params.json").read_text()).get("trial", {})
+    for i, (d, entry) in enumerate(zip(dirs, entries, strict=True)):
+        method = entry["method"] if "method" in entry else join_labels(derived[i])
         settings = {CFG + k: _cell(v) for k, v in sorted(entry.get("search", {}).items())}
         reports = _reports(d)
         summary = statuses.get(d.name, {})
         last = reports[-1] if reports else {}
         status = summary.get("status") or last.get("search_status") or "no results"
         trial = {"trial": d.name, "trial_index": entry.get("index"), "trial_id": last.get("trial_id", ""),
-                 "setting": entry.get("setting", ""), "status": str(status), "note": str(summary.get("note", ""))}
+                 "setting": entry.get("setting", ""), "method": method, "status": str(status),
+                 "note": str(summary.get("note", ""))}
         if not reports:  # a trial that never reported: one row, so that it is not lost from the table
             rows.append({**trial, **settings, "report": -1, "final_branch": False})
             continue

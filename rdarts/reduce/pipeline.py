@@ -24,7 +24,16 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from rdarts.methods import join_labels, split_labels
 from rdarts.reduce.collect import CFG, RESULTS_PARQUET, collect, trial_settings
+from rdarts.reduce.methods_table import (
+    eigenvalue_lines,
+    eigenvalue_ratios,
+    methods_markdown,
+    methods_table,
+    metric_name,
+    paper_retrain_set,
+)
 from rdarts.reduce.remote import download, is_remote, mirror_path, upload
 from rdarts.reduce.report import per_trial, plot_scatter, summary_table, to_markdown
 from rdarts.reduce.retrain_trials import RETRAIN_DIR, RetrainJob, base_config, run_jobs
@@ -41,6 +50,7 @@ from rdarts.reduce.tracking import (
 from rdarts.search import EpochRecord
 
 REDUCE_DIR = "reduce"
+METHODS_CSV, METHODS_MD = "methods.csv", "methods.md"
 EXIT_TRACKING = 1
 # The per-epoch metrics of a search trial: EpochRecord's numeric fields (one source of truth for the names).
 EPOCH_METRICS = tuple(f.name for f in dataclasses.fields(EpochRecord)
@@ -56,6 +66,9 @@ class ReduceOutcome:
     selection: Selection
     retrain_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: pd.DataFrame | None = None
+    methods: pd.DataFrame | None = None
+    """The paper's table (``reduce/methods.csv``)."""
+    eigenvalue_lines: list[str] = field(default_factory=list)
     tracking_uri: str | None = None
     tracking_counts: dict[str, int] | None = None
     errors: list[str] = field(default_factory=list)
@@ -83,6 +96,17 @@ def _jobs(selection: Selection, settings: pd.DataFrame, spec: Any, kind: str, ca
             jobs.append(RetrainJob(f"{c['candidate']}.{kind}.s{seed}", kind, c["candidate"], c["genotype"],
                                    cfg.to_dict()))
     return jobs
+
+
+def _to_retrain(selection: Selection, settings: pd.DataFrame, results: dict[str, dict[str, Any]],
+                protocol: str) -> pd.DataFrame:
+    """The candidates the protocol retrains fully: ``winner``, each group's winner; ``paper``, every architecture of
+    a per-search method and each R-DARTS method's selection (``methods_table.paper_retrain_set``)."""
+    if protocol == "winner":
+        return selection.winners
+    cand = {r["candidate"]: r for r in results.values() if r["kind"] == "candidate"}
+    keys = paper_retrain_set(per_trial(selection.returned, settings, cand))
+    return selection.candidates.set_index("candidate").loc[keys].reset_index()
 
 
 def _trial_artifacts(frame: pd.DataFrame, selection: Selection, folder: Path) -> dict[str, list[Path]]:
@@ -157,7 +181,9 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
     folder = experiment / REDUCE_DIR
     folder.mkdir(exist_ok=True)
     settings = trial_settings(frame)
-    selection = select(frame, max_candidates=spec.reduce.candidates)
+    protocol = spec.reduce.protocol
+    cap = spec.reduce.candidates if protocol == "winner" else None  # the paper's protocol retrains every candidate
+    selection = select(frame, max_candidates=cap)
     log(f"{len(settings)} trial(s), {len(selection.candidates)} candidate genotype(s) in "
         f"{selection.candidates.groupby(list(GROUP)).ngroups} group(s); table in {experiment / RESULTS_PARQUET}")
     for line in selection.skipped:
@@ -168,8 +194,10 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
                      n_test=n_test)
         results, errors = run_jobs(jobs, experiment, spec, runner=runner, address=address, log=log)
         scores = {r["candidate"]: r["valid_acc"] for r in results.values()}
-        selection = select(frame, scores, max_candidates=spec.reduce.candidates)
-        final_jobs = _jobs(selection, settings, spec, "final", selection.winners, epochs=None, n_test=n_test)
+        selection = select(frame, scores, max_candidates=cap)
+        finals = _to_retrain(selection, settings, results, protocol)
+        log(f"protocol {protocol}: {len(finals)} architecture(s) to retrain with the retrain: settings")
+        final_jobs = _jobs(selection, settings, spec, "final", finals, epochs=None, n_test=n_test)
         final, final_errors = run_jobs(final_jobs, experiment, spec, runner=runner, address=address, log=log)
         outcome.selection, outcome.retrain_results = selection, {**results, **final}
         outcome.errors = errors + final_errors
@@ -198,7 +226,22 @@ def reduce_experiment(experiment_path: str | Path, spec: Any = None, tracking_ur
             c = outcome.tracking_counts
             log(f"MLflow: {c['written']} run(s) written, {c['kept']} unchanged, {c['deleted']} replaced, at {uri}")
             log(f"view them: {ui_command(uri, experiment_id_of(uri, spec.tracking.experiment or spec.name))}")
+    _print_end(outcome, spec, log)
     return outcome
+
+
+def _print_end(outcome: ReduceOutcome, spec: Any, log: Any) -> None:
+    """What a sweep ends with: the methods table (test errors in %) and the line on λ_max."""
+    if outcome.methods is None:
+        return
+    shown = outcome.methods.rename(columns={"test_error_mean": "mean", "test_error_std": "std",
+                                            "test_error_best": "best", "n_searches": "searches",
+                                            "n_retrained": "retrained"})
+    log(f"\nmethods table, test error % (protocol {spec.reduce.protocol}; "
+        f"{outcome.experiment_path / REDUCE_DIR / METHODS_MD}):")
+    log(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.2f}"))
+    for line in outcome.eigenvalue_lines:
+        log(line)
 
 
 def _write_report(outcome: ReduceOutcome, settings: pd.DataFrame, spec: Any, log: Any) -> None:
@@ -210,22 +253,30 @@ def _write_report(outcome: ReduceOutcome, settings: pd.DataFrame, spec: Any, log
         if r["kind"] == "final":
             finals.setdefault(r["candidate"], []).append(float(r["test_error"]))
     final_errors = {k: sum(v) / len(v) for k, v in finals.items()}
-    trials = per_trial(sel.returned, settings, cand_results)
-    outcome.summary = summary_table(trials, final_errors)
+    trials = per_trial(sel.returned, settings, cand_results, final_errors)
+    winner_errors = {k: v for k, v in final_errors.items() if k in set(sel.winners["candidate"])}
+    outcome.summary = summary_table(trials, winner_errors)
+    outcome.methods = methods_table(trials, final_errors)
     sel.returned.to_csv(folder / "returned.csv", index=False)
     sel.candidates.to_csv(folder / "candidates.csv", index=False)
     trials.to_csv(folder / "trials.csv", index=False)
     outcome.summary.to_csv(folder / "summary.csv", index=False)
     (folder / "summary.md").write_text(to_markdown(outcome.summary))
+    outcome.methods.to_csv(folder / METHODS_CSV, index=False)
+    (folder / METHODS_MD).write_text(methods_markdown(outcome.methods))
     pearson, spearman = plot_scatter(trials, folder / "scatter.png", title=spec.name)
     winners = [{**w, "final_test_error": final_errors.get(w["candidate"], math.nan)}
                for w in sel.winners.to_dict("records")]
-    (folder / "selection.json").write_text(json.dumps({"winners": winners, "pearson": pearson, "spearman": spearman,
-                                                       "skipped": sel.skipped}, indent=1, default=str))
-    for w in winners:
-        log(f"winner {w['candidate']}: valid_acc {w['valid_acc']:.4f} (short retrain), final test error "
-            f"{w['final_test_error']:.2f}% ; trials {w['trials']}")
-    log(f"summary: {folder / 'summary.md'}")
+    outcome.eigenvalue_lines = eigenvalue_lines(trials)
+    (folder / "selection.json").write_text(json.dumps({
+        "protocol": spec.reduce.protocol, "winners": winners, "pearson": pearson, "spearman": spearman,
+        "retrained_searches": int(trials["final_test_error"].notna().sum()),
+        "eigenvalue_ratios": eigenvalue_ratios(trials), "skipped": sel.skipped}, indent=1, default=str))
+    if spec.reduce.protocol == "winner":
+        for w in winners:
+            log(f"winner {w['candidate']}: valid_acc {w['valid_acc']:.4f} (short retrain), final test error "
+                f"{w['final_test_error']:.2f}% ; trials {w['trials']}")
+    log(f"summary: {folder / 'summary.md'}; methods table: {folder / METHODS_MD}")
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
@@ -251,11 +302,14 @@ def _runs(outcome: ReduceOutcome, spec: Any, experiment: Path, settings: pd.Data
               **{f"rdarts.winner.{w['cfg.space']}.{w['cfg.dataset']}": w["candidate"] for w in sel["winners"]}},
         metrics={"pearson_eigenvalue_test_error": [(0, sel["pearson"])],
                  "spearman_eigenvalue_test_error": [(0, sel["spearman"])],
+                 "retrained_searches": [(0, float(sel["retrained_searches"]))],
                  **{f"final_test_error.{w['cfg.space']}.{w['cfg.dataset']}": [(0, w["final_test_error"])]
-                    for w in sel["winners"]}},
-        artifacts=[(p, None) for p in (spec_file, experiment / RESULTS_PARQUET, folder / "summary.csv",
-                                       folder / "summary.md", folder / "scatter.png", folder / "selection.json",
-                                       folder / "candidates.csv", folder / "trials.csv")])
+                    for w in sel["winners"] if sel["protocol"] == "winner"},
+                 **_methods_metrics(outcome.methods)},
+        artifacts=[(p, None) for p in (spec_file, experiment / RESULTS_PARQUET, folder / METHODS_CSV,
+                                       folder / METHODS_MD, folder / "summary.csv", folder / "summary.md",
+                                       folder / "scatter.png", folder / "selection.json", folder / "candidates.csv",
+                                       folder / "trials.csv")])
     children = []
     returned = outcome.selection.returned.set_index("trial")
     for row in settings.to_dict("records"):
@@ -266,7 +320,8 @@ def _runs(outcome: ReduceOutcome, spec: Any, experiment: Path, settings: pd.Data
         last = rows.sort_values("report").iloc[-1] if len(rows) else None
         r = returned.loc[trial] if trial in returned.index else None
         stop_epoch = int(r["returned_epoch"]) if r is not None and r["stop_source"] != "last" else -1
-        tags = {"status": str(row["status"]), "setting": str(row["setting"]), "stop_epoch": str(stop_epoch),
+        tags = {"status": str(row["status"]), "setting": str(row["setting"]), "method": str(row.get("method", "")),
+                "stop_epoch": str(stop_epoch),
                 "stop_reason": _stop_reason(rows, last), "order": str(row.get("cfg.order")),
                 "early_stop": str(row.get("cfg.early_stop"))}
         if r is not None:
@@ -276,6 +331,10 @@ def _runs(outcome: ReduceOutcome, spec: Any, experiment: Path, settings: pd.Data
         children.append(RunSpec(f"{spec.name}/{trial}", f"{trial} {row['setting']}", params, tags, metrics,
                                 [(p, None) for p in trial_files.get(trial, [])]))
     winners = set(outcome.selection.winners["candidate"])
+    method_of = settings.set_index("trial")["method"].to_dict() if "method" in settings else {}
+    trials_of: dict[str, list[str]] = {}  # candidate -> the method labels of the searches that returned it
+    for t, c in zip(outcome.selection.returned["trial"], outcome.selection.returned["candidate"], strict=True):
+        trials_of.setdefault(c, []).append(str(method_of.get(t, "")))
     for key, res in sorted(outcome.retrain_results.items()):
         gfile = experiment / RETRAIN_DIR / key / "genotype.json"
         gfile.write_text(json.dumps(json.loads(res["genotype"]), indent=1) + "\n")
@@ -285,10 +344,23 @@ def _runs(outcome: ReduceOutcome, spec: Any, experiment: Path, settings: pd.Data
         params = {**{f"retrain.{k}": v for k, v in res["config"].items()}, "kind": res["kind"],
                   "candidate": res["candidate"], "genotype": res["genotype"], "train_size": res["train_size"],
                   "valid_size": res["valid_size"]}
-        tags = {"kind": res["kind"], "candidate": res["candidate"], "winner": str(res["candidate"] in winners).lower()}
+        served = sorted({m for t in trials_of.get(res["candidate"], []) for m in split_labels(t)})
+        tags = {"kind": res["kind"], "candidate": res["candidate"], "winner": str(res["candidate"] in winners).lower(),
+                "method": join_labels(served)}
         children.append(RunSpec(f"{spec.name}/retrain/{key}", f"retrain {key}", params, tags, metrics,
                                 [(gfile, None)]))
     return parent, children
+
+
+def _methods_metrics(table: pd.DataFrame | None) -> dict[str, list[tuple[int, float]]]:
+    """The methods table as parent-run metrics: ``test_error_mean.<space>.<dataset>.<order>.<method>`` and so on."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in (table.to_dict("records") if table is not None else []):
+        for col in ("n_searches", "n_retrained", "test_error_mean", "test_error_std", "test_error_best"):
+            value = float(r[col])
+            if math.isfinite(value):
+                out[metric_name(col, r["space"], r["dataset"], r["order"], r["method"])] = [(0, value)]
+    return out
 
 
 def _stop_reason(rows: pd.DataFrame, last: pd.Series | None) -> str:

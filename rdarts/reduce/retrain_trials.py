@@ -63,7 +63,7 @@ def base_config(settings: dict[str, Any], spec: Any, *, kind: str, seed: int, ep
         epochs=(epochs or red.epochs) if short else (epochs or r.epochs),
         lr=r.lr, weight_decay=r.weight_decay, drop_path=r.drop_path, cutout=r.cutout,
         cutout_length=None,  # half the image side: the reference's 16 at 32 px, and valid on smaller images
-        auxiliary_weight=r.auxiliary_weight, auxiliary=r.auxiliary_weight > 0, seed=seed,
+        auxiliary_weight=r.auxiliary_weight, auxiliary=r.auxiliary_weight > 0, seed=seed, amp=r.amp,
         device="cpu" if settings.get("device") == "cpu" else "auto")
 
 

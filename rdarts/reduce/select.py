@@ -32,7 +32,8 @@ FAILED_STATUSES = ("error", "no results", "running", "unknown")
 class Selection:
     returned: pd.DataFrame
     """One row per trial: ``trial``, the group keys, ``returned_epoch``, ``genotype`` (canonical JSON),
-    ``search_valid_acc``, ``final_eigenvalue``, ``candidate`` (its key) and ``stop_source``."""
+    ``search_valid_acc``, ``final_eigenvalue`` (the last λ_max), ``end_eigenvalue`` (the mean of the last two),
+    ``candidate`` (its key) and ``stop_source``."""
     candidates: pd.DataFrame
     """One row per distinct genotype per group: ``candidate``, group keys, ``genotype``, ``trials`` (comma-separated),
     ``n_trials``, ``search_valid_acc`` (best), ``final_eigenvalue`` (lowest), ``rank`` (0 = best one-shot)."""
@@ -90,6 +91,7 @@ def _trial_row(rows: pd.DataFrame, group: tuple[str, ...]) -> dict[str, Any] | s
             "returned_epoch": epoch, "stop_source": source, "genotype": genotype,
             "search_valid_acc": _num(at["valid_acc"].iloc[-1]),
             "final_eigenvalue": float(eig.iloc[-1]) if len(eig) else math.nan,
+            "end_eigenvalue": float(eig.iloc[-2:].mean()) if len(eig) else math.nan,
             "candidate": candidate_key(keys, genotype)}
 
 
@@ -103,7 +105,7 @@ def returned_genotypes(frame: pd.DataFrame, group: tuple[str, ...] = GROUP) -> t
         else:
             out.append(row)
     cols = ["trial", *group, "returned_epoch", "stop_source", "genotype", "search_valid_acc", "final_eigenvalue",
-            "candidate"]
+            "end_eigenvalue", "candidate"]
     return pd.DataFrame(out, columns=cols), skipped
 
 

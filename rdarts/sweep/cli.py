@@ -25,7 +25,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{args.file}: valid; {len(trials)} trial(s)")
     if args.list:
         for t in trials:
-            print(f"  t{t['index']:03d}  {t['setting']}")
+            print(f"  t{t['index']:03d}  {t['setting']:<48}  {t['method']}")
     return 0
 
 

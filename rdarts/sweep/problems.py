@@ -16,6 +16,11 @@ from pydantic import BaseModel, ValidationError
 
 from rdarts.errors import UserError
 
+GRID_TAGS = ("grid-mapping", "grid-list")
+"""The tags of ``grid:``'s two forms (one mapping, a list of mappings)."""
+UNION_TAGS = frozenset({"uniform", "loguniform", "choice", *GRID_TAGS})
+"""What pydantic inserts into an error's location for a tagged union: not part of the file's paths."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
@@ -90,7 +95,7 @@ def _clean_loc(data: Any, loc: Sequence[int | str]) -> tuple[int | str, ...]:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and part in ("uniform", "loguniform", "choice"):
+        elif isinstance(part, str) and part in UNION_TAGS:
             continue
         else:
             node = None

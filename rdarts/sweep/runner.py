@@ -35,8 +35,8 @@ RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT
            "RAY_AUTH_MODE": "disabled"}
 PROGRESS_METRICS = {"epoch": "epoch", "valid_acc": "valid_acc", "last_eigenvalue": "λ_max",
                     "eigenvalue_ratio": "ratio", "search_status": "search"}
-SUMMARY_COLUMNS = ("index", "trial", "setting", "status", "epochs", "valid_acc", "last_eigenvalue", "stop_epoch",
-                   "ada_round", "result_epoch", "param_free_share", "result_genotype", "note")
+SUMMARY_COLUMNS = ("index", "trial", "setting", "method", "status", "epochs", "valid_acc", "last_eigenvalue",
+                   "stop_epoch", "ada_round", "result_epoch", "param_free_share", "result_genotype", "note")
 
 
 @dataclass
@@ -91,7 +91,8 @@ def build_tuner(spec: SweepSpec, *, storage: str | None = None, trainable: Calla
     # One grid value per trial, each a plain dict: Tuner.restore needs nothing re-specified (a sample_from lambda
     # would come back as a placeholder).
     param_space = {"trial": tune.grid_search(spec.trials())}
-    reporter = tune.CLIReporter(parameter_columns={"trial/setting": "setting"}, metric_columns=PROGRESS_METRICS,
+    reporter = tune.CLIReporter(parameter_columns={"trial/setting": "setting", "trial/method": "method"},
+                                metric_columns=PROGRESS_METRICS,
                                 max_report_frequency=30, max_column_length=40, max_progress_rows=100)
     return tune.Tuner(
         _with_resources(trainable or search_trainable, spec),
@@ -227,6 +228,7 @@ def _row(result: Any) -> dict[str, Any]:
                                                                           m.get("stop_reason") or "")
     return {
         "index": cfg.get("index"), "trial": Path(result.path).name, "setting": cfg.get("setting", ""),
+        "method": cfg.get("method", ""),
         "status": status, "epochs": m.get("epoch", -1) + 1, "valid_acc": m.get("valid_acc"),
         "last_eigenvalue": m.get("last_eigenvalue"), "stop_epoch": m.get("stop_epoch", -1),
         "ada_round": m.get("ada_round"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import random
 import re
@@ -22,12 +23,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from rdarts.config import ConfigError, SearchConfig
 from rdarts.errors import UserError
+from rdarts.methods import join_labels, method_labels
 from rdarts.stopping import PRESETS, ESRule
 from rdarts.sweep.problems import (
+    GRID_TAGS,
     Problem,
     SweepError,
     loc_suffix,
@@ -186,19 +199,33 @@ class RetrainSpec(_Model):
     cutout: bool = True
     auxiliary_weight: float = Field(0.4, ge=0)
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    amp: bool = False
+    """bf16 autocast on CUDA; off by default, as the reference trains in fp32."""
 
 
 class ReduceSpec(_Model):
-    """Selection of the sweep's genotype: a short retrain of every distinct returned genotype (R-DARTS)."""
+    """Which architectures are retrained, and how they are selected (short retrains on a held-out split)."""
+
+    protocol: Literal["paper", "winner"] = "paper"
+    """``paper``: every architecture a DARTS / DARTS-ES / DARTS-ADA search returns is retrained with ``retrain:``,
+    and each R-DARTS method retrains the one it selects by validation; ``winner``: one winner per (space, dataset)
+    among all candidates, retrained alone."""
 
     candidates: int | None = Field(None, ge=1)
-    """At most this many distinct genotypes per (space, dataset), the best by search-time validation accuracy;
-    unset: all of them, as R-DARTS retrains every candidate."""
+    """Protocol ``winner`` only: at most this many distinct genotypes per (space, dataset), the best by search-time
+    validation accuracy; unset: all of them, as R-DARTS retrains every candidate."""
     epochs: int = Field(20, ge=1)
     """Epochs of each candidate's short retrain."""
     layers: int | None = Field(None, ge=1)
     channels: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
+
+
+Grid = dict[str, Annotated[list[Any], Field(min_length=1)]]
+# A mapping or a list of mappings; the tags keep error paths plain (``grid.seed``, ``grid[1].seed``, see problems).
+GridField = Annotated[
+    Annotated[Grid, Tag(GRID_TAGS[0])] | Annotated[Annotated[list[Grid], Field(min_length=1)], Tag(GRID_TAGS[1])],
+    Discriminator(lambda v: GRID_TAGS[1] if isinstance(v, list) else GRID_TAGS[0])]
 
 
 class SweepSpec(_Model):
@@ -207,7 +234,12 @@ class SweepSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
     search: SearchSettings = Field(default_factory=SearchSettings)  # type: ignore[valid-type]
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    grid: GridField = Field(default_factory=dict)
+    """One cartesian product of setting -> values, or a list of them (their union, in order: e.g. one product per
+    method)."""
+    method_label: str | None = Field(None, min_length=1, max_length=80)
+    """The method name of every search in the file (methods table, MLflow); default: derived from the settings
+    (DARTS, DARTS-ES, DARTS-ADA, R-DARTS(L2), R-DARTS(DP))."""
     sample: SampleSpec | None = None
     stopping: StoppingSpec | None = None
     resources: ResourcesSpec = ResourcesSpec.model_validate({})  # frozen: one shared default is safe
@@ -218,6 +250,13 @@ class SweepSpec(_Model):
     tracking: TrackingSpec = TrackingSpec.model_validate({})
     reduce: ReduceSpec = ReduceSpec.model_validate({})
     retrain: RetrainSpec = RetrainSpec.model_validate({})
+
+    @field_validator("method_label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or ", " in v):
+            raise ValueError(f"must be a non-empty name without ', ' (it separates the labels of a search), got {v!r}")
+        return v
 
     @field_validator("storage")
     @classmethod
@@ -235,9 +274,16 @@ class SweepSpec(_Model):
             return self.storage
         return str(Path(self.storage).expanduser().resolve())
 
+    def grids(self) -> list[tuple[str, dict[str, list[Any]]]]:
+        """The cartesian products of ``grid:``, each with its path in the file (``grid`` or ``grid[i]``)."""
+        if isinstance(self.grid, dict):
+            return [("grid", self.grid)]
+        return [(f"grid[{i}]", g) for i, g in enumerate(self.grid)]
+
     def trials(self) -> list[dict[str, Any]]:
-        """Every trial as ``{"index", "setting", "search": SearchConfig.to_dict()}`` (Tune's config is
-        ``{"trial": <this>}``), in grid order: the first axis varies slowest, sample draws fastest.
+        """Every trial as ``{"index", "setting", "method", "search": SearchConfig.to_dict()}`` (Tune's config is
+        ``{"trial": <this>}``), in grid order: the grids of a list one after the other, the first axis varying
+        slowest, sample draws fastest. ``method`` is its method label(s), ``rdarts.methods.join_labels``.
 
         Raises:
             SweepError: if any combination is not a valid search (every distinct problem listed).
@@ -277,11 +323,13 @@ def _expand(spec: SweepSpec) -> tuple[list[dict[str, Any]], list[Problem]]:
         base.update({f: (v, f"stopping.{k}") for (k, f), v in
                      zip(STOPPING_FIELDS.items(), spec.stopping.search_settings().values(), strict=True)})
     base.update({k: (v, f"search.{k}") for k, v in _set_in_search(spec).items()})
-    axes = [[(k, v, f"grid.{k}[{i}]") for i, v in enumerate(values)] for k, values in spec.grid.items()]
     trials: list[dict[str, Any]] = []
     seen: set[Problem] = set()
     draws = list(_draws(spec))  # shared by every grid point
-    for point in itertools.product(*axes):
+    points = [point for prefix, grid in spec.grids() for point in
+              itertools.product(*[[(k, v, f"{prefix}.{k}[{i}]") for i, v in enumerate(vs)] for k, vs in grid.items()])]
+    first_of: dict[str, int] = {}  # a search's settings -> the trial that has them (a repeat across grids)
+    for point in points:
         for draw in draws:
             settings = {**base, **{k: (v, origin) for k, v, origin in point}, **draw}
             label_keys = [k for k, _, _ in point] + list(draw)
@@ -296,7 +344,19 @@ def _expand(spec: SweepSpec) -> tuple[list[dict[str, Any]], list[Problem]]:
                     seen.add(p)
                     problems.append(p)
                 continue
+            same = json.dumps(cfg.result_affecting(), sort_keys=True)
+            if same in first_of:
+                origin = point[0][2].rsplit(".", 1)[0] if point else "grid"
+                problems.append(Problem(origin, f"{setting!r} repeats trial t{first_of[same]:03d} "
+                                                f"({trials[first_of[same]]['setting']}): the same search twice; "
+                                                "vary seed to repeat a setting"))
+                continue
+            first_of[same] = len(trials)
             trials.append({"index": len(trials), "setting": setting, "search": cfg.to_dict()})
+    if not problems:
+        labels = method_labels([t["search"] for t in trials], spec.method_label)
+        for t, ls in zip(trials, labels, strict=True):
+            t["method"] = join_labels(ls)
     return trials, problems
 
 
@@ -321,7 +381,8 @@ def _check_axes(spec: SweepSpec) -> list[Problem]:
             problems.append(Problem(f"search.{k}", f"also set by {stopping[k]}; with a stopping: block, "
                                                    f"set it there as stopping.{key_of[k]}"))
     sampled = spec.sample.params if spec.sample is not None else {}
-    for section, keys in (("grid", list(spec.grid)), ("sample.params", list(sampled))):
+    swept = {k for _, grid in spec.grids() for k in grid}
+    for section, keys in [*((prefix, list(grid)) for prefix, grid in spec.grids()), ("sample.params", list(sampled))]:
         for k in keys:
             path = f"{section}.{k}"
             if k not in SEARCH_FIELDS:
@@ -330,17 +391,18 @@ def _check_axes(spec: SweepSpec) -> list[Problem]:
                 problems.append(Problem(path, f"also set as search.{k}; set it in one place"))
             elif k in stopping:
                 problems.append(Problem(path, f"also set by {stopping[k]}; set it in one place"))
-            elif section == "sample.params" and k in spec.grid:
+            elif section == "sample.params" and k in swept:
                 problems.append(Problem(path, f"also swept in grid.{k}; set it in one place"))
     if problems:
         return problems
-    for k, values in spec.grid.items():
-        for i, v in enumerate(values):
-            problems += _type_problems(k, v, f"grid.{k}[{i}]")
-            first = next(j for j, w in enumerate(values) if w == v and type(w) is type(v))
-            if first < i:
-                problems.append(Problem(f"grid.{k}[{i}]", f"repeats grid.{k}[{first}] ({short(v)}): the same "
-                                                          "trial twice; vary seed to repeat a setting"))
+    for prefix, grid in spec.grids():
+        for k, values in grid.items():
+            for i, v in enumerate(values):
+                problems += _type_problems(k, v, f"{prefix}.{k}[{i}]")
+                first = next(j for j, w in enumerate(values) if w == v and type(w) is type(v))
+                if first < i:
+                    problems.append(Problem(f"{prefix}.{k}[{i}]", f"repeats {prefix}.{k}[{first}] ({short(v)}): the "
+                                                                  "same trial twice; vary seed to repeat a setting"))
     for k, dist in sampled.items():
         if isinstance(dist, Choice):
             for i, v in enumerate(dist.values):
