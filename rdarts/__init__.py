@@ -1,39 +1,53 @@
 """rdarts: RobustDARTS (Zela et al., ICLR 2020) in modern PyTorch, run as hyperparameter sweeps on Ray Tune.
 
 The engine (spaces, ops, supernet, search, Hessian, stopping rule, retraining network, data) is pure PyTorch and
-imports neither Ray nor MLflow; ``rdarts.sweep`` and the reducer are thin layers over it.
+imports neither Ray nor MLflow; ``rdarts.sweep`` and the reducer are thin layers over it. The names below are
+loaded on first use, so that ``import rdarts.config`` (settings, sweep files) does not load torch.
 """
 
-from rdarts.config import ConfigError, SearchConfig
-from rdarts.errors import UserError
-from rdarts.hessian import dense_hessian, dominant_eigenvalue, top_eigenvalues
-from rdarts.search import DivergedError, EpochRecord, Search, SearchResult, run_search
-from rdarts.spaces import PRIMITIVES, Genotype, SearchSpace, derive_genotype, get_space
-from rdarts.stopping import PAPER, REFERENCE_CODE, ESRule, es_stop_epoch
-from rdarts.supernet import Supernet
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "DivergedError",
-    "ESRule",
-    "EpochRecord",
-    "Genotype",
-    "PAPER",
-    "PRIMITIVES",
-    "REFERENCE_CODE",
-    "Search",
-    "SearchConfig",
-    "SearchResult",
-    "SearchSpace",
-    "Supernet",
-    "UserError",
-    "dense_hessian",
-    "derive_genotype",
-    "dominant_eigenvalue",
-    "es_stop_epoch",
-    "get_space",
-    "run_search",
-    "top_eigenvalues",
-]
+# name -> the module that defines it
+_EXPORTS = {
+    "ConfigError": "rdarts.config",
+    "DivergedError": "rdarts.errors",
+    "ESRule": "rdarts.stopping",
+    "EpochRecord": "rdarts.search",
+    "Genotype": "rdarts.spaces",
+    "PAPER": "rdarts.stopping",
+    "PRIMITIVES": "rdarts.spaces",
+    "REFERENCE_CODE": "rdarts.stopping",
+    "RetrainConfig": "rdarts.config",
+    "Search": "rdarts.search",
+    "SearchConfig": "rdarts.config",
+    "SearchResult": "rdarts.search",
+    "SearchSpace": "rdarts.spaces",
+    "Supernet": "rdarts.supernet",
+    "UserError": "rdarts.errors",
+    "dense_hessian": "rdarts.hessian",
+    "derive_genotype": "rdarts.supernet",
+    "dominant_eigenvalue": "rdarts.hessian",
+    "es_stop_epoch": "rdarts.stopping",
+    "get_space": "rdarts.spaces",
+    "run_search": "rdarts.search",
+    "top_eigenvalues": "rdarts.hessian",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rdarts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

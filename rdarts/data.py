@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rdarts.config import DATASETS
 from rdarts.errors import UserError
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "fashion-mnist", "digits")
+__all__ = ["DATASETS", "Augment", "DataError", "ImageData", "load_dataset"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

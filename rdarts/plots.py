@@ -36,6 +36,7 @@ from matplotlib.textpath import text_to_path
 from matplotlib.ticker import MaxNLocator
 
 from rdarts.spaces import PARAMETER_FREE_OPS, Genotype
+from rdarts.stopping import REFERENCE_CODE
 
 __all__ = ["plot_eigenvalues", "plot_genotype"]
 
@@ -126,7 +127,7 @@ def _finite_xy(xs: Sequence[int], ys: Sequence[float]) -> tuple[list[int], list[
 
 
 def plot_eigenvalues(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str | None = None,
-                     factor: float | None = 1.3) -> Path:
+                     factor: float | None = REFERENCE_CODE.factor) -> Path:
     """Plot the dominant eigenvalue curve of a search to a PNG.
 
     The left axis shows λ_max per evaluated epoch (markers and line, epochs without an eigenvalue skipped) and its
@@ -149,7 +150,7 @@ def plot_eigenvalues(records: Sequence[Mapping[str, Any]], path: str | os.PathLi
 
 
 def _eigen_figure(records: Sequence[Mapping[str, Any]], *, title: str | None = None,
-                  factor: float | None = 1.3) -> Figure:
+                  factor: float | None = REFERENCE_CODE.factor) -> Figure:
     """The figure of :func:`plot_eigenvalues` (see there for the arguments)."""
     rows = [_as_mapping(r) for r in records]
     fig = Figure(figsize=(13.0, 5.6), dpi=DPI)

@@ -20,123 +20,20 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from rdarts.checkpoint import CheckpointStore
-from rdarts.config import ConfigError, dataclass_from_dict
-from rdarts.data import DATASETS, Augment, ImageData, load_dataset
+from rdarts.config import ConfigError, RetrainConfig
+from rdarts.data import Augment, ImageData, load_dataset
 from rdarts.device import resolve_device
 from rdarts.errors import DivergedError
 from rdarts.network import Network, count_parameters
 from rdarts.regularization import cosine_lr
 from rdarts.spaces import Genotype
-
-# Cells x channels of the published protocol: CIFAR-10 as DARTS, CIFAR-100 and SVHN as R-DARTS App. C
-# (darts-pt#2); any other dataset gets the reference code's own defaults.
-_PROTOCOL: dict[str, tuple[int, int]] = {"cifar10": (20, 36), "cifar100": (8, 16), "svhn": (8, 16)}
-_CODE_DEFAULT = (8, 16)
-
-# (field, minimum, may be None); batch_size >= 2 because BN in training mode needs two samples.
-_INT_RULES: tuple[tuple[str, int, bool], ...] = (
-    ("epochs", 1, False), ("layers", 1, False), ("channels", 1, False), ("batch_size", 2, False), ("seed", 0, False),
-    ("n_train", 2, True), ("n_test", 1, True), ("image_size", 4, True), ("cutout_length", 1, True),
-)
-_FLOAT_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
-    ("lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
-    ("grad_clip", lambda v: 0 < v < math.inf, "a finite number > 0"),
-    ("weight_decay", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-    ("auxiliary_weight", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-    ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("drop_path", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("valid_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
-)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """The settings of one retraining run; defaults are the reference's (``scripts/DARTS_eval.sh``, DARTS C10 size)."""
-
-    # data
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    download: bool = False
-    n_train: int | None = None
-    """Training examples used (the first ones, validation split included); all when unset."""
-    n_test: int | None = None
-    """Test examples evaluated (the first ones); all when unset."""
-    image_size: int | None = None
-    valid_fraction: float = 0.0
-    """Share of the training examples held out, from their end, as a validation split for selection; 0 = none."""
-    # network
-    layers: int = 20
-    channels: int = 36
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    # optimisation
-    epochs: int = 600
-    batch_size: int = 96
-    lr: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    # regularisation
-    drop_path: float = 0.2
-    cutout: bool = True
-    cutout_length: int | None = 16
-    """``None``: half the image side (16 at 32 px)."""
-    # run
-    seed: int = 1
-    device: str = "auto"
-    amp: bool = False
-    """bf16 autocast on CUDA (ignored on CPU); off by default, as the reference trains in fp32."""
-
-    def __post_init__(self) -> None:
-        def fail(name: str, rule: str) -> NoReturn:
-            raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-
-        for name in ("download", "auxiliary", "cutout", "amp"):
-            if not isinstance(getattr(self, name), bool):
-                fail(name, "true or false")
-        for name, low, optional in _INT_RULES:
-            value = getattr(self, name)
-            if not (value is None and optional) and not (_is_int(value) and value >= low):
-                fail(name, f"an integer >= {low}" + (" (or unset)" if optional else ""))
-        for name, ok, rule in _FLOAT_RULES:
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and not isinstance(value, bool) and ok(value)):
-                fail(name, rule)
-        if self.dataset.lower() not in DATASETS:
-            fail("dataset", f"one of {', '.join(DATASETS)}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            fail("device", "'auto', 'cpu' or 'cuda[:N]'")
-
-    @classmethod
-    def protocol_defaults(cls, dataset: str, **overrides: Any) -> RetrainConfig:
-        """The published protocol's network size for ``dataset`` (20x36 on CIFAR-10, 8x16 on CIFAR-100 and SVHN)."""
-        layers, channels = _PROTOCOL.get(dataset.lower(), _CODE_DEFAULT)
-        return cls.from_dict({"dataset": dataset, "layers": layers, "channels": channels, **overrides})
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RetrainConfig:
-        return dataclass_from_dict(cls, d, "retrain")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def result_affecting(self) -> dict[str, Any]:
-        """The settings a resumed run must share with its checkpoint (everything but where data and compute live)."""
-        d = self.to_dict()
-        for k in ("device", "data_root", "download"):
-            d.pop(k)
-        return d
 
 
 @dataclass

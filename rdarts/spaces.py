@@ -1,4 +1,4 @@
-"""Search spaces and genotypes of DARTS and RobustDARTS.
+"""Search spaces and genotypes of DARTS and RobustDARTS, as plain data (no torch: the supernet derives genotypes).
 
 A search space is, for each cell type (normal, reduce), one op list per edge of the cell. The DARTS space and
 RobustDARTS' S2-S4 use the same list on every edge; S1 has its own two-op list per edge. Edge ``k`` of a cell with
@@ -16,8 +16,6 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -224,44 +222,3 @@ class Genotype:
         """Share of the genotype's ops that carry no weights (skip, pooling, none, noise)."""
         ops = self.ops()
         return sum(op in PARAMETER_FREE_OPS for op in ops) / len(ops)
-
-
-def _parse_cell(weights: torch.Tensor, edges: Sequence[Sequence[str]], steps: int) -> tuple[tuple[str, int], ...]:
-    """Reference `_parse`: per node, the top-2 incoming edges by best non-`none` weight, then each edge's argmax op.
-
-    The reference looks `none` up with an index local to the op list but applies it to the global list, which is wrong
-    for per-edge lists that contain `none`; here every edge is read against its own list.
-    """
-    w = weights.detach().cpu().tolist()
-    gene: list[tuple[str, int]] = []
-    start = 0
-    for i in range(steps):
-        end = start + i + 2
-
-        def best(k: int) -> tuple[float, int]:
-            ops = edges[k]
-            cands = [j for j, op in enumerate(ops) if op != "none"] or list(range(len(ops)))
-            j = max(cands, key=lambda j: w[k][j])  # max() keeps the first of ties, as numpy's argmax
-            return w[k][j], j
-
-        # sorted() is stable: ties keep the lower input index, as the reference's sorted(range(...), key=...).
-        ranked = sorted(range(start, end), key=lambda k: -best(k)[0])[:2]
-        for k in ranked:
-            gene.append((edges[k][best(k)[1]], k - start))
-        start = end
-    return tuple(gene)
-
-
-def derive_genotype(weights_normal: torch.Tensor, weights_reduce: torch.Tensor, space: SearchSpace) -> Genotype:
-    """The discrete architecture of a supernet, as the reference derives it from softmax(α).
-
-    Args:
-        weights_normal: Per-edge op weights of the normal cell, ``(edges, ops)``; rows may be padded past an edge's
-            own op count, the padding is ignored.
-        weights_reduce: The same for the reduction cell.
-        space: The space the weights belong to.
-    """
-    steps = space.steps
-    concat = tuple(range(2, 2 + steps))
-    return Genotype(_parse_cell(weights_normal, space.normal, steps), concat,
-                    _parse_cell(weights_reduce, space.reduce, steps), concat)

@@ -7,12 +7,14 @@ BN without affine in search, BN after pooling ops, reductions at layers//3 and 2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rdarts.ops import FactorizedReduce, ReLUConvBN, drop_path, make_op
-from rdarts.spaces import Genotype, SearchSpace, derive_genotype
+from rdarts.spaces import Genotype, SearchSpace
 
 
 class MixedOp(nn.Module):
@@ -127,3 +129,44 @@ class Supernet(nn.Module):
 
     def genotype(self) -> Genotype:
         return derive_genotype(*self.alpha_softmax(), self.space)
+
+
+def _parse_cell(weights: torch.Tensor, edges: Sequence[Sequence[str]], steps: int) -> tuple[tuple[str, int], ...]:
+    """Reference `_parse`: per node, the top-2 incoming edges by best non-`none` weight, then each edge's argmax op.
+
+    The reference looks `none` up with an index local to the op list but applies it to the global list, which is wrong
+    for per-edge lists that contain `none`; here every edge is read against its own list.
+    """
+    w = weights.detach().cpu().tolist()
+    gene: list[tuple[str, int]] = []
+    start = 0
+    for i in range(steps):
+        end = start + i + 2
+
+        def best(k: int) -> tuple[float, int]:
+            ops = edges[k]
+            cands = [j for j, op in enumerate(ops) if op != "none"] or list(range(len(ops)))
+            j = max(cands, key=lambda j: w[k][j])  # max() keeps the first of ties, as numpy's argmax
+            return w[k][j], j
+
+        # sorted() is stable: ties keep the lower input index, as the reference's sorted(range(...), key=...).
+        ranked = sorted(range(start, end), key=lambda k: -best(k)[0])[:2]
+        for k in ranked:
+            gene.append((edges[k][best(k)[1]], k - start))
+        start = end
+    return tuple(gene)
+
+
+def derive_genotype(weights_normal: torch.Tensor, weights_reduce: torch.Tensor, space: SearchSpace) -> Genotype:
+    """The discrete architecture of a supernet, as the reference derives it from softmax(α).
+
+    Args:
+        weights_normal: Per-edge op weights of the normal cell, ``(edges, ops)``; rows may be padded past an edge's
+            own op count, the padding is ignored.
+        weights_reduce: The same for the reduction cell.
+        space: The space the weights belong to.
+    """
+    steps = space.steps
+    concat = tuple(range(2, 2 + steps))
+    return Genotype(_parse_cell(weights_normal, space.normal, steps), concat,
+                    _parse_cell(weights_reduce, space.reduce, steps), concat)

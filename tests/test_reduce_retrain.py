@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rdarts.engine_cli import add_parser as add_engine_parser
 from rdarts.errors import UserError
 from rdarts.network import Network, count_parameters
 from rdarts.reduce.cli import add_parser
@@ -24,7 +25,9 @@ TINY = RetrainConfig(dataset="digits", epochs=1, layers=3, channels=4, batch_siz
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rdarts")
-    add_parser(p.add_subparsers(dest="command", required=True))
+    sub = p.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    add_engine_parser(sub)
     return p
 
 

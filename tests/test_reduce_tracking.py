@@ -23,7 +23,7 @@ from sweep_fixtures import FAST_RULE, fault_trainable, ray_session, tiny_spec
 
 from rdarts.network import Network, count_parameters
 from rdarts.reduce import reduce_experiment
-from rdarts.reduce.pipeline import EPOCH_METRICS
+from rdarts.reduce.runs import EPOCH_METRICS
 from rdarts.reduce.tracking import KEY, PARENT_TAG
 from rdarts.spaces import Genotype
 from rdarts.sweep.runner import run_sweep
@@ -227,7 +227,7 @@ def test_a_sweep_folder_on_object_storage_is_reduced_through_a_mirror(experiment
 
     from rdarts.errors import UserError
     from rdarts.reduce import collect
-    from rdarts.reduce.remote import WRITTEN, mirror_path
+    from rdarts.storage import WRITTEN, mirror_path
 
     path, spec = experiment
     remote = tmp_path / "bucket" / spec.name

@@ -15,12 +15,12 @@ from rdarts.spaces import (
     SPACE_NAMES,
     Genotype,
     SearchSpace,
-    derive_genotype,
     get_space,
     num_edges,
     space_from_op_lists,
     uniform_space,
 )
+from rdarts.supernet import derive_genotype
 
 SKIP, MAX, AVG = "skip_connect", "max_pool_3x3", "avg_pool_3x3"
 SEP3, SEP5, DIL3, DIL5 = "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"

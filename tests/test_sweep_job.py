@@ -17,7 +17,7 @@ import pytest
 from sweep_fixtures import RAY_ENV, ROOT, SWEEPS
 
 from rdarts.errors import UserError
-from rdarts.sweep.runner import describe_job, job_logs, job_status, submit_sweep
+from rdarts.sweep.jobs import describe_job, job_logs, job_status, submit_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,11 @@ from typing import Any
 
 import pandas as pd
 
+from rdarts import keys
+from rdarts.config import SearchConfig
 from rdarts.errors import UserError
 from rdarts.methods import join_labels, method_labels
+from rdarts.storage import local_folder
 
 RESULTS_PARQUET = "results.parquet"
 CFG = "cfg."
@@ -35,11 +38,7 @@ TRIAL_COLUMNS = ("trial", "trial_index", "trial_id", "setting", "method", "statu
 
 
 def _local(experiment_path: str | Path) -> Path:
-    text = str(experiment_path)
-    if "://" in text:
-        raise UserError(f"{text}: collect reads local folders only; 'rdarts reduce {text}' (reduce_experiment) "
-                        "mirrors a folder on object storage first")
-    path = Path(text).expanduser().resolve()
+    path = local_folder(experiment_path)
     if not path.is_dir():
         raise UserError(f"{path}: no such folder; give the folder of a sweep (<storage>/<name>)")
     return path
@@ -104,7 +103,7 @@ def collect(experiment_path: str | Path, *, write: bool = True) -> pd.DataFrame:
         reports = _reports(d)
         summary = statuses.get(d.name, {})
         last = reports[-1] if reports else {}
-        status = summary.get("status") or last.get("search_status") or "no results"
+        status = summary.get("status") or last.get(keys.SEARCH_STATUS) or "no results"
         trial = {"trial": d.name, "trial_index": entry.get("index"), "trial_id": last.get("trial_id", ""),
                  "setting": entry.get("setting", ""), "method": method, "status": str(status),
                  "note": str(summary.get("note", ""))}
@@ -132,9 +131,10 @@ def _mark_final_branch(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of each trial's final trajectory (one per epoch), in epoch order."""
-    return frame[frame["final_branch"]].sort_values(["trial_index", "trial", "epoch"], kind="stable")
+def trial_configs(experiment_path: str | Path) -> dict[str, SearchConfig]:
+    """Each trial's search settings, as the sweep gave them to it (``params.json``)."""
+    return {d.name: SearchConfig.from_dict(json.loads((d / "params.json").read_text())["trial"]["search"])
+            for d in trial_dirs(experiment_path)}
 
 
 def trial_settings(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rdarts.config import RetrainConfig, SearchConfig
 from rdarts.network import count_parameters
-from rdarts.retrain import Retrain, RetrainConfig
+from rdarts.retrain import Retrain
 from rdarts.spaces import Genotype
+from rdarts.sweep.spec import SweepSpec
 
 RETRAIN_DIR = "reduce/retrain"
 TUNE_DIR = "reduce/tune"
@@ -47,24 +47,24 @@ class RetrainJob:
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def base_config(settings: dict[str, Any], spec: Any, *, kind: str, seed: int, epochs: int | None = None,
+def base_config(search: SearchConfig, spec: SweepSpec, *, kind: str, seed: int, epochs: int | None = None,
                 n_test: int | None = None, valid_fraction: float = VALID_FRACTION) -> RetrainConfig:
-    """The retrain settings of one job: the data of the search (``settings`` = a trial's ``cfg.*`` values without
-    the prefix), the network and optimiser of the sweep's ``retrain:`` block, and for candidates the ``reduce:``
-    block's shorter schedule and smaller network."""
-    r, red = spec.retrain, spec.reduce
+    """The retrain settings of one job: the data of the search, the network and optimiser of the sweep's
+    ``retrain:`` block, and for candidates the ``reduce:`` block's shorter schedule and smaller network."""
+    train = spec.retrain.model_dump(exclude={"seeds"})
+    train["auxiliary"] = train["auxiliary"] and train["auxiliary_weight"] > 0
     short = kind == "candidate"
+    if short:
+        red = spec.reduce
+        train.update({k: v for k, v in (("layers", red.layers), ("channels", red.channels),
+                                        ("batch_size", red.batch_size)) if v is not None})
+        train["epochs"] = epochs or red.epochs
+    elif epochs:
+        train["epochs"] = epochs
     return RetrainConfig(
-        dataset=settings["dataset"], data_root=settings.get("data_root"), download=bool(settings.get("download")),
-        n_train=settings.get("n_train"), n_test=n_test, image_size=settings.get("image_size"),
-        valid_fraction=valid_fraction if short else 0.0,
-        layers=(red.layers or r.layers) if short else r.layers, channels=(red.channels or r.channels) if short
-        else r.channels, batch_size=(red.batch_size or r.batch_size) if short else r.batch_size,
-        epochs=(epochs or red.epochs) if short else (epochs or r.epochs),
-        lr=r.lr, weight_decay=r.weight_decay, drop_path=r.drop_path, cutout=r.cutout,
-        cutout_length=None,  # half the image side: the reference's 16 at 32 px, and valid on smaller images
-        auxiliary_weight=r.auxiliary_weight, auxiliary=r.auxiliary_weight > 0, seed=seed, amp=r.amp,
-        device="cpu" if settings.get("device") == "cpu" else "auto")
+        dataset=search.dataset, data_root=search.data_root, download=search.download, n_train=search.n_train,
+        n_test=n_test, image_size=search.image_size, valid_fraction=valid_fraction if short else 0.0, seed=seed,
+        device="cpu" if search.device == "cpu" else "auto", **train)
 
 
 def result_path(experiment: Path, job: RetrainJob) -> Path:
@@ -108,58 +108,37 @@ def run_local(jobs: Sequence[RetrainJob], experiment: Path, *, log: Callable[[st
 
 
 # ------------------------------------------------------------------------------------------------- Ray Tune
-def _restore_checkpoint(folder: Path, checkpoint: Any) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    if checkpoint is None:
-        return
-    with checkpoint.as_directory() as d:
-        for f in Path(d).iterdir():
-            if f.is_file():
-                shutil.copy2(f, folder / f.name)
-
-
 def retrain_trainable(config: dict[str, Any]) -> None:
     """The Tune function trainable of one job (``config = {"job": asdict(RetrainJob)}``)."""
-    import torch
-    from ray import tune
+    from rdarts import tune_trial
 
     job = RetrainJob(**config["job"])
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    out_dir = Path.cwd() / "retrain"
-    _restore_checkpoint(out_dir / "checkpoints", tune.get_checkpoint())
+    tune_trial.use_allocated_cpus()
+    out_dir = tune_trial.trial_dir() / "retrain"
+    tune_trial.restore_checkpoint(out_dir / "checkpoints")
     run = Retrain(Genotype.from_json(job.genotype), RetrainConfig.from_dict(job.config), out_dir)
-    params = count_parameters(run.model)
-    extra = {"key": job.key, "params": params, "train_size": len(run.train_idx), "valid_size": len(run.valid_idx)}
+    extra = {"key": job.key, "params": count_parameters(run.model), "train_size": len(run.train_idx),
+             "valid_size": len(run.valid_idx)}
     reported: list[int] = []
 
     def report(record: dict[str, Any]) -> None:
         assert run.store is not None
-        latest = run.store.latest_epoch()
-        staging = Path(tempfile.mkdtemp(prefix="checkpoint_", dir=out_dir))
-        try:
-            for f in (run.store.folder / "latest.json", run.store.path(latest if latest is not None else 0)):
-                shutil.copy2(f, staging / f.name)
-            tune.report({**record, **extra}, checkpoint=tune.Checkpoint.from_directory(str(staging)))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        kept = tune_trial.newest_files(run.store, 1)  # only the newest epoch is needed to resume
+        tune_trial.report({**record, **extra}, kept, out_dir)
+        tune_trial.prune(run.store, kept)
         reported.append(record["epoch"])
-        for f in run.store.folder.glob("epoch_*.pt"):  # only the newest epoch is needed to resume
-            if f != run.store.path(latest if latest is not None else 0):
-                f.unlink()
 
     run.run(on_epoch=report)
     if not reported and run.history:  # restarted after its last epoch: report the end again
         report(run.history[-1])
 
 
-def run_ray(jobs: Sequence[RetrainJob], experiment: Path, spec: Any, *, address: str | None = None,
+def run_ray(jobs: Sequence[RetrainJob], experiment: Path, spec: SweepSpec, *, address: str | None = None,
             log: Callable[[str], None] = print) -> list[str]:
     """Run the jobs as one Tune experiment (resumed if an earlier call was interrupted); returns error lines."""
     from ray import tune
 
-    from rdarts.sweep.runner import init_ray
+    from rdarts.experiment import init_ray
 
     if not jobs:
         return []
@@ -202,7 +181,7 @@ def run_ray(jobs: Sequence[RetrainJob], experiment: Path, spec: Any, *, address:
     return errors
 
 
-def run_jobs(jobs: Sequence[RetrainJob], experiment: Path, spec: Any, *, runner: str = "ray",
+def run_jobs(jobs: Sequence[RetrainJob], experiment: Path, spec: SweepSpec, *, runner: str = "ray",
              address: str | None = None, log: Callable[[str], None] = print) -> tuple[dict[str, dict[str, Any]],
                                                                                   list[str]]:
     """Run the jobs without a saved result; returns every job's result (key -> result) and error lines."""

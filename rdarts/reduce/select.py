@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from rdarts import keys
+
 GROUP = ("cfg.space", "cfg.dataset")
 FAILED_STATUSES = ("error", "no results", "running", "unknown")
 """Trial statuses (results.csv) with no returned genotype: failed, never reported, or interrupted."""
@@ -63,10 +65,10 @@ def _num(value: Any) -> float:
 
 def returned_epoch(last: Mapping[str, Any], epochs: Sequence[int]) -> tuple[int, str]:
     """The epoch whose genotype a trial returns, from its last report, and where that came from."""
-    if last.get("search_status") == "es_stopped" and _num(last.get("result_epoch")) >= 0:
-        return int(last["result_epoch"]), "search"
-    if last.get("scheduler_action") == "stop" and _num(last.get("scheduler_stop_epoch")) >= 0:
-        return int(last["scheduler_stop_epoch"]), "scheduler"
+    if last.get(keys.SEARCH_STATUS) == "es_stopped" and _num(last.get(keys.RESULT_EPOCH)) >= 0:
+        return int(last[keys.RESULT_EPOCH]), "search"
+    if last.get(keys.SCHEDULER_ACTION) == "stop" and _num(last.get(keys.SCHEDULER_STOP_EPOCH)) >= 0:
+        return int(last[keys.SCHEDULER_STOP_EPOCH]), "scheduler"
     return int(max(epochs)), "last"
 
 

@@ -14,7 +14,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rdarts.cli_args import Parser, dispatch
+
+if TYPE_CHECKING:
+    from rdarts.sweep.spec import SweepSpec
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -36,16 +41,10 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reduce_after(experiment_path: str, spec: Any, tracking_uri: str | None = None) -> int:
+def _reduce_after(experiment_path: str, spec: SweepSpec, tracking_uri: str | None = None) -> int:
     """The reduce step after a sweep (``rdarts.reduce``, imported here: it brings MLflow); its exit code."""
-    import importlib
+    from rdarts.reduce import reduce_sweep
 
-    try:
-        reduce_sweep = importlib.import_module("rdarts.reduce").reduce_sweep
-    except (ImportError, AttributeError):
-        print("note: the reduce step (rdarts.reduce.reduce_sweep) is not available; skipped. "
-              "Pass --no-reduce to silence this.")
-        return 0
     return int(reduce_sweep(experiment_path, spec, tracking_uri))
 
 
@@ -62,16 +61,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from rdarts.sweep.runner import load_experiment_spec, resume_sweep
+    from rdarts.experiment import load_spec
+    from rdarts.sweep.runner import resume_sweep
 
     outcome = resume_sweep(args.path, args.address)
-    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path,
-                                                     load_experiment_spec(outcome.experiment_path), args.tracking_uri)
+    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path, load_spec(outcome.experiment_path),
+                                                     args.tracking_uri)
     return max(1 if outcome.num_errors else 0, reduced)
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from rdarts.sweep.runner import submit_sweep
+    from rdarts.sweep.jobs import submit_sweep
 
     run_args = ((["--no-reduce"] if args.no_reduce else []) + (["--storage", args.storage] if args.storage else [])
                 + (["--tracking-uri", args.tracking_uri] if args.tracking_uri else []))
@@ -83,7 +83,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rdarts.sweep.runner import describe_job
+    from rdarts.sweep.jobs import describe_job
 
     info = describe_job(args.job_id, args.address)
     print(f"{info['job_id']}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
@@ -91,7 +91,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from rdarts.sweep.runner import job_follow, job_logs
+    from rdarts.sweep.jobs import job_follow, job_logs
 
     if args.follow:
         status = job_follow(args.job_id, args.address)
@@ -102,7 +102,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from rdarts.sweep.runner import job_stop
+    from rdarts.sweep.jobs import job_stop
 
     stopped = job_stop(args.job_id, args.address)
     print(f"{args.job_id}: {'stop requested' if stopped else 'not running'}")
@@ -110,7 +110,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _tracking_uri(value: str) -> str:
-    from rdarts.sweep.spec import TRACKING_SCHEMES
+    from rdarts.sweep.settings import TRACKING_SCHEMES
 
     if value.split(":", 1)[0] not in TRACKING_SCHEMES:
         raise argparse.ArgumentTypeError(f"must be an MLflow tracking URI "
@@ -179,9 +179,10 @@ def add_parser(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m rdarts.sweep.cli ...``: the same as ``rdarts sweep ...``."""
-    from rdarts.cli import main as rdarts_main
+    parser = Parser(prog="rdarts sweep", description="Validate, run, resume and submit sweep files (see sweeps/).")
+    _add_commands(parser.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND", parser_class=Parser))
+    return dispatch(parser, argv)
 
-    return rdarts_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 if __name__ == "__main__":
     sys.exit(main())

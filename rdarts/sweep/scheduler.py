@@ -31,20 +31,16 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from rdarts.stopping import es_stop_epoch, local_averages
+from rdarts.config import SearchConfig
+from rdarts.keys import EIGENVALUE, EPOCH, HISTORY, TRIAL
+from rdarts.keys import SCHEDULER_ACTION as ACTION
+from rdarts.keys import SCHEDULER_REASON as REASON
+from rdarts.keys import SCHEDULER_STOP_EPOCH as STOP_EPOCH
+from rdarts.stopping import ESRule, es_stop_epoch, local_averages
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
-
-# Result keys. The first two are fields of rdarts.search.EpochRecord (a test checks it); the third is added by
-# rdarts.sweep.trainable.
-EPOCH = "epoch"
-EIGENVALUE = "dominant_eigenvalue"
-HISTORY = "eigenvalue_history"
-ACTION, STOP_EPOCH, REASON = "scheduler_action", "scheduler_stop_epoch", "scheduler_reason"
-TRIAL = "trial"
-"""The key of a sweep trial's config: ``{"trial": {"index", "setting", "search": SearchConfig.to_dict()}}``."""
 
 
 class ResultError(ValueError):
@@ -67,15 +63,15 @@ class StopDecision:
         return "stop" if self.mode == "es" else "watch"
 
 
-def es_reason(history: dict[int, float], stop: int, *, total_epochs: int, ev_every: int, window: int, delta: int,
-              factor: float, detection_epoch: int, **_: Any) -> tuple[float, str]:
+def es_reason(history: dict[int, float], stop: int, *, total_epochs: int, rule: ESRule,
+              detection_epoch: int) -> tuple[float, str]:
     """The ratio that fired the rule and a sentence saying why (for logs and result files)."""
-    las = local_averages(history, total_epochs=total_epochs, ev_every=ev_every, window=window)
+    las = local_averages(history, total_epochs=total_epochs, ev_every=rule.ev_every, window=rule.window)
     for i, la in enumerate(las):
-        if i >= delta and la.centre - ev_every * delta == stop:
-            ratio = la.value / las[i - delta].value
+        if i >= rule.delta and la.centre - rule.ev_every * rule.delta == stop:
+            ratio = la.value / las[i - rule.delta].value
             return ratio, (f"DARTS-ES at epoch {detection_epoch}: the local average of λ_max around epoch {la.centre} "
-                           f"is {ratio:.3f}x the one around epoch {las[i - delta].centre} (> {factor:g}); "
+                           f"is {ratio:.3f}x the one around epoch {las[i - rule.delta].centre} (> {rule.factor:g}); "
                            f"the genotype of epoch {stop} is kept")
     return math.nan, f"DARTS-ES at epoch {detection_epoch}: the genotype of epoch {stop} is kept"
 
@@ -94,13 +90,13 @@ class EigenvalueStopper(FIFOScheduler):
         self._last_epoch: dict[str, int] = {}
         self._latest: dict[str, StopDecision | None] = {}
 
-    def _settings(self, trial: Trial) -> dict[str, Any]:
+    def _settings(self, trial: Trial) -> SearchConfig:
         entry = trial.config.get(TRIAL) if isinstance(trial.config, dict) else None
         cfg = entry.get("search") if isinstance(entry, dict) else None
         if not isinstance(cfg, dict) or "early_stop" not in cfg:
             raise ResultError(f"trial {trial}: its config has no search settings; EigenvalueStopper needs the "
                               "trials of rdarts.sweep (config['trial']['search'] = SearchConfig.to_dict())")
-        return cfg
+        return SearchConfig.from_dict(cfg)
 
     def _update(self, trial: Trial, result: dict[str, Any]) -> tuple[int, float, dict[int, float]]:
         missing = [k for k in (EPOCH, EIGENVALUE) if k not in result]
@@ -132,20 +128,19 @@ class EigenvalueStopper(FIFOScheduler):
         cfg = self._settings(trial)
         epoch, lam, history = self._update(trial, result)
         self._latest[trial.trial_id] = None
-        mode, total = cfg["early_stop"], int(cfg["epochs"])
+        mode, total = cfg.early_stop, cfg.epochs
         # As the search loop: the rule is applied after an eigenvalue epoch, never after the last epoch.
         if mode == "off" or not math.isfinite(lam) or epoch >= total - 1:
             return TrialScheduler.CONTINUE
-        rule = {"ev_every": cfg["ev_every"], "window": cfg["es_window"], "delta": cfg["es_delta"],
-                "factor": cfg["es_factor"], "start_epoch": cfg["es_start_epoch"]}
-        stop = es_stop_epoch(history, total_epochs=total, **rule)
+        rule = cfg.es_rule()
+        stop = es_stop_epoch(history, total_epochs=total, **rule.as_kwargs())
         reported = result.get("stop_epoch")
         if mode == "es" and reported is not None and int(reported) != (-1 if stop is None else stop):
             raise ResultError(f"trial {trial}: at epoch {epoch} the search reports stop_epoch={reported}, but "
                               f"DARTS-ES on the scheduler's history says {stop}")
         if stop is None:
             return TrialScheduler.CONTINUE
-        ratio, reason = es_reason(history, stop, total_epochs=total, detection_epoch=epoch, **rule)
+        ratio, reason = es_reason(history, stop, total_epochs=total, rule=rule, detection_epoch=epoch)
         decision = StopDecision(trial.trial_id, mode, epoch, stop, ratio, reason)
         self._latest[trial.trial_id] = decision
         past = self.decisions.setdefault(trial.trial_id, [])

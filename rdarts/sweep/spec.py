@@ -15,30 +15,19 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import random
 import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator
 
-from rdarts.config import ConfigError, SearchConfig
+from rdarts.config import ConfigError, RetrainConfig, SearchConfig
 from rdarts.errors import UserError
 from rdarts.methods import join_labels, method_labels
-from rdarts.stopping import PRESETS, ESRule
+from rdarts.storage import REMOTE_SCHEMES, is_remote, normalise
 from rdarts.sweep.problems import (
     GRID_TAGS,
     Problem,
@@ -49,177 +38,23 @@ from rdarts.sweep.problems import (
     unknown_key,
     validation_problems,
 )
+from rdarts.sweep.settings import (
+    DEFAULT_STORAGE,
+    SEARCH_FIELDS,
+    STOPPING_FIELDS,
+    Choice,
+    ReduceSpec,
+    ResourcesSpec,
+    RetrainSettings,
+    SampleSpec,
+    SearchSettings,
+    StoppingSpec,
+    StrictModel,
+    TrackingSpec,
+)
 from rdarts.sweep.yamlio import compose, line_of, parse_yaml
 
 __all__ = ["Problem", "SweepError", "SweepSpec", "json_schema", "load_sweep", "parse_yaml", "spec_from_data"]
-
-DEFAULT_STORAGE = "~/rdarts_results"
-REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
-TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-# ``stopping:`` key -> the SearchConfig field it sets.
-STOPPING_FIELDS = {"ev_every": "ev_every", "window": "es_window", "delta": "es_delta", "factor": "es_factor",
-                   "start_epoch": "es_start_epoch"}
-SEARCH_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SearchConfig))
-
-
-# ------------------------------------------------------------------------------------------------- models
-class _Model(BaseModel):
-    # strict: a YAML string never becomes a number, nor 1 a boolean; extra keys are errors, not silently dropped.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-def _search_settings_model() -> type[BaseModel]:
-    """A pydantic twin of ``SearchConfig`` (types only: the engine itself checks the values)."""
-    hints = typing.get_type_hints(SearchConfig)
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(SearchConfig):
-        factory = f.default_factory
-        default = factory() if callable(factory) else f.default
-        fields[f.name] = (hints[f.name], default)
-    return create_model("SearchSettings", __base__=_Model, **fields)
-
-
-SearchSettings = _search_settings_model()
-
-
-class Uniform(_Model):
-    type: Literal["uniform"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Uniform:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, got low={self.low}, high={self.high}")
-        return self
-
-    def draw(self, rng: random.Random) -> float:
-        return rng.uniform(self.low, self.high)
-
-
-class LogUniform(Uniform):
-    type: Literal["loguniform"]  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _positive(self) -> LogUniform:
-        if self.low <= 0:
-            raise ValueError(f"low must be greater than 0 for a log scale, got {self.low}")
-        return self
-
-    def draw(self, rng: random.Random) -> float:
-        return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-
-
-class Choice(_Model):
-    type: Literal["choice"]
-    values: list[Any] = Field(min_length=1)
-
-    def draw(self, rng: random.Random) -> Any:
-        return rng.choice(self.values)
-
-
-Distribution = Annotated[Uniform | LogUniform | Choice, Field(discriminator="type")]
-
-
-class SampleSpec(_Model):
-    """Random draws on top of the grid: ``num_samples`` draws of every ``params`` entry, crossed with the grid.
-
-    The same draws are used at every grid point (so a grid over ``seed`` repeats each sampled setting per seed),
-    and they are reproducible from ``seed``: ``trials()`` lists the same trials every time.
-    """
-
-    num_samples: int = Field(1, ge=1)
-    seed: int = 0
-    params: dict[str, Distribution] = Field(min_length=1)
-
-
-class StoppingSpec(_Model):
-    """The DARTS-ES rule: a preset (default ``reference``, the released code's), optionally with overrides."""
-
-    preset: Literal["reference", "paper"] = "reference"
-    ev_every: int | None = None
-    window: int | None = None
-    delta: int | None = None
-    factor: float | None = None
-    start_epoch: int | None = None
-
-    def rule(self) -> ESRule:
-        return ESRule(**self._merged())
-
-    def _merged(self) -> dict[str, Any]:
-        base = PRESETS[self.preset].as_kwargs()
-        return {**base, **{k: getattr(self, k) for k in STOPPING_FIELDS if getattr(self, k) is not None}}
-
-    def search_settings(self) -> dict[str, Any]:
-        """The SearchConfig fields this block sets (the engine checks their values)."""
-        merged = self._merged()
-        return {field: merged[key] for key, field in STOPPING_FIELDS.items()}
-
-
-class ResourcesSpec(_Model):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-    """A fraction (e.g. 0.25: four searches share a GPU) or a whole number of GPUs per trial."""
-
-    @field_validator("gpu")
-    @classmethod
-    def _fraction_or_whole(cls, v: float) -> float:
-        if v > 1 and v != int(v):
-            raise ValueError(f"must be a fraction up to 1 or a whole number, got {v}")
-        return v
-
-
-class TrackingSpec(_Model):
-    """MLflow (used by the reducer): ``uri`` defaults to ``$MLFLOW_TRACKING_URI``, else a SQLite file in the sweep's
-    folder (in its local mirror for a folder on object storage)."""
-
-    enabled: bool = True
-    uri: str | None = None
-    experiment: str | None = None
-
-    @field_validator("uri")
-    @classmethod
-    def _known_scheme(cls, v: str | None) -> str | None:
-        if v is not None and v.split(":", 1)[0] not in TRACKING_SCHEMES:
-            raise ValueError(f"must be an MLflow tracking URI ({', '.join(s + ':' for s in TRACKING_SCHEMES)}), "
-                             f"got {v!r}")
-        return v
-
-
-class RetrainSpec(_Model):
-    """The final evaluation of the selected genotype (reference: 600 epochs, 8 cells x 16 channels, batch 96)."""
-
-    epochs: int = Field(600, ge=1)
-    layers: int = Field(8, ge=1)
-    channels: int = Field(16, ge=1)
-    batch_size: int = Field(96, ge=1)
-    lr: float = Field(0.025, gt=0)
-    weight_decay: float = Field(3e-4, ge=0)
-    drop_path: float = Field(0.2, ge=0, lt=1)
-    cutout: bool = True
-    auxiliary_weight: float = Field(0.4, ge=0)
-    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    amp: bool = False
-    """bf16 autocast on CUDA; off by default, as the reference trains in fp32."""
-
-
-class ReduceSpec(_Model):
-    """Which architectures are retrained, and how they are selected (short retrains on a held-out split)."""
-
-    protocol: Literal["paper", "winner"] = "paper"
-    """``paper``: every architecture a DARTS / DARTS-ES / DARTS-ADA search returns is retrained with ``retrain:``,
-    and each R-DARTS method retrains the one it selects by validation; ``winner``: one winner per (space, dataset)
-    among all candidates, retrained alone."""
-
-    candidates: int | None = Field(None, ge=1)
-    """Protocol ``winner`` only: at most this many distinct genotypes per (space, dataset), the best by search-time
-    validation accuracy; unset: all of them, as R-DARTS retrains every candidate."""
-    epochs: int = Field(20, ge=1)
-    """Epochs of each candidate's short retrain."""
-    layers: int | None = Field(None, ge=1)
-    channels: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-
 
 Grid = dict[str, Annotated[list[Any], Field(min_length=1)]]
 # A mapping or a list of mappings; the tags keep error paths plain (``grid.seed``, ``grid[1].seed``, see problems).
@@ -228,7 +63,7 @@ GridField = Annotated[
     Discriminator(lambda v: GRID_TAGS[1] if isinstance(v, list) else GRID_TAGS[0])]
 
 
-class SweepSpec(_Model):
+class SweepSpec(StrictModel):
     """A validated sweep file. ``trials()`` lists the searches it runs."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
@@ -249,7 +84,7 @@ class SweepSpec(_Model):
     storage: str = DEFAULT_STORAGE
     tracking: TrackingSpec = TrackingSpec.model_validate({})
     reduce: ReduceSpec = ReduceSpec.model_validate({})
-    retrain: RetrainSpec = RetrainSpec.model_validate({})
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)  # type: ignore[valid-type]
 
     @field_validator("method_label")
     @classmethod
@@ -261,7 +96,7 @@ class SweepSpec(_Model):
     @field_validator("storage")
     @classmethod
     def _storage(cls, v: str) -> str:
-        if "://" in v and v.split("://", 1)[0] not in REMOTE_SCHEMES:
+        if is_remote(v) and v.split("://", 1)[0] not in REMOTE_SCHEMES:
             raise ValueError(f"must be a folder or a URI with one of {', '.join(s + '://' for s in REMOTE_SCHEMES)}, "
                              f"got {v!r}")
         if not v.strip():
@@ -270,9 +105,7 @@ class SweepSpec(_Model):
 
     def storage_path(self) -> str:
         """``storage`` for Ray: a URI as given, a local folder made absolute."""
-        if "://" in self.storage:
-            return self.storage
-        return str(Path(self.storage).expanduser().resolve())
+        return normalise(self.storage)
 
     def grids(self) -> list[tuple[str, dict[str, list[Any]]]]:
         """The cartesian products of ``grid:``, each with its path in the file (``grid`` or ``grid[i]``)."""
@@ -353,11 +186,26 @@ def _expand(spec: SweepSpec) -> tuple[list[dict[str, Any]], list[Problem]]:
                 continue
             first_of[same] = len(trials)
             trials.append({"index": len(trials), "setting": setting, "search": cfg.to_dict()})
+    problems += _retrain_problems(spec, trials)
     if not problems:
         labels = method_labels([t["search"] for t in trials], spec.method_label)
         for t, ls in zip(trials, labels, strict=True):
             t["method"] = join_labels(ls)
     return trials, problems
+
+
+def _retrain_problems(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[Problem]:
+    """``retrain:`` as ``RetrainConfig`` checks it, on the data of each kind of search in the sweep."""
+    given = spec.retrain.model_dump(exclude={"seeds"})
+    data = {(t["search"]["dataset"], t["search"]["image_size"]) for t in trials}
+    for dataset, image_size in sorted(data, key=str):
+        try:
+            RetrainConfig(dataset=dataset, image_size=image_size, **given)
+        except ConfigError as e:
+            m = _FIELD_PREFIX.match(str(e))
+            field = m.group(1) if m and m.group(1) in given else ""
+            return [Problem(f"retrain.{field}" if field else "retrain", m.group(2) if field and m else str(e))]
+    return []
 
 
 def _set_in_search(spec: SweepSpec) -> dict[str, Any]:

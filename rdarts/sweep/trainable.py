@@ -16,20 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from ray import tune
-
-from rdarts.checkpoint import CheckpointStore
+from rdarts import keys, tune_trial
 from rdarts.config import SearchConfig
 from rdarts.search import DivergedError, Search, SearchResult
-from rdarts.sweep.scheduler import HISTORY, TRIAL
 
 DIVERGED_MARKER = "DIVERGED"
 """Written to the trial folder when the search diverges: a retry fails at once instead of diverging again."""
@@ -58,62 +51,22 @@ def stop_reason(record: dict[str, Any], cfg: SearchConfig) -> str:
     return f"{head}; event {event}"
 
 
-def _restore_files(folder: Path, checkpoint: tune.Checkpoint | None) -> None:
-    """Make ``folder`` hold exactly the reported checkpoint (local files may be newer than the last report)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    if checkpoint is None:
-        return
-    folder.mkdir(parents=True)
-    with checkpoint.as_directory() as d:
-        for f in Path(d).iterdir():
-            if f.is_file():
-                shutil.copy2(f, folder / f.name)
-
-
-def _kept_files(store: CheckpointStore, keep: int) -> list[Path]:
-    latest = store.latest_epoch()
-    if latest is None:
-        raise RuntimeError(f"no checkpoint in {store.folder} after a search epoch")
-    epochs = range(max(0, latest - keep + 1), latest + 1)
-    return [store.folder / "latest.json"] + [store.path(e) for e in epochs if store.path(e).is_file()]
-
-
 def _report(search: Search, record: dict[str, Any], staging_root: Path) -> None:
     cfg = search.cfg
     assert search.store is not None
     answer = search.result()
     metrics = {
         **record,
-        "search_status": search.status,
-        "result_epoch": answer.genotype_epoch,
-        "result_genotype": answer.genotype.to_json(),
-        "stop_reason": stop_reason(record, cfg),
-        "last_eigenvalue": search.history[max(search.history)] if search.history else math.nan,
-        HISTORY: json.dumps(sorted(search.history.items())),
+        keys.SEARCH_STATUS: search.status,
+        keys.RESULT_EPOCH: answer.genotype_epoch,
+        keys.RESULT_GENOTYPE: answer.genotype.to_json(),
+        keys.STOP_REASON: stop_reason(record, cfg),
+        keys.LAST_EIGENVALUE: search.history[max(search.history)] if search.history else math.nan,
+        keys.HISTORY: json.dumps(sorted(search.history.items())),
     }
-    kept = _kept_files(search.store, checkpoint_window(cfg))
-    staging = Path(tempfile.mkdtemp(prefix="checkpoint_", dir=staging_root))
-    try:
-        for f in kept:
-            try:
-                os.link(f, staging / f.name)
-            except OSError:
-                shutil.copy2(f, staging / f.name)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))  # copies to storage
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    # The search folder needs no more than the reported window either (the search writes one file per epoch).
-    names = {f.name for f in kept}
-    for f in search.store.folder.glob("epoch_*.pt"):
-        if f.name not in names:
-            f.unlink()
-
-
-def _use_allocated_cpus() -> None:
-    """As many torch threads as CPUs given to the trial: no oversubscription, and the same float results on a
-    retry (the thread count changes the order of float sums)."""
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    kept = tune_trial.newest_files(search.store, checkpoint_window(cfg))
+    tune_trial.report(metrics, kept, staging_root)
+    tune_trial.prune(search.store, kept)  # the search folder needs no more than the reported window either
 
 
 def run_trial(config: dict[str, Any], *, eigenvalue_fn: Callable[[int], float] | None = None,
@@ -126,21 +79,17 @@ def run_trial(config: dict[str, Any], *, eigenvalue_fn: Callable[[int], float] |
         eigenvalue_fn: Replaces the Hessian measurement (``Search``'s test seam).
         after_report: Called with each record after it was reported (a test seam for killing a worker).
     """
-    cfg = SearchConfig.from_dict(config[TRIAL]["search"])
-    _use_allocated_cpus()
+    cfg = SearchConfig.from_dict(config[keys.TRIAL]["search"])
+    tune_trial.use_allocated_cpus()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one "Checkpoint created" per epoch
-    # Tune runs each trial in its own node-local working dir (RAY_CHDIR_TO_TRIAL_DIR, on by default); the search
-    # folder lives there, and only what is reported as a checkpoint goes to the sweep's storage.
-    if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
-        trial_dir = Path.cwd()
-    else:  # all trials would share the driver's folder
-        trial_dir = Path(tempfile.gettempdir()) / "rdarts_trials" / tune.get_context().get_trial_id()
-        trial_dir.mkdir(parents=True, exist_ok=True)
+    # The search folder lives in the trial's node-local working dir; only what is reported as a checkpoint goes to
+    # the sweep's storage.
+    trial_dir = tune_trial.trial_dir()
     marker = trial_dir / DIVERGED_MARKER
     if marker.is_file():
         raise DivergedError(f"{marker.read_text()} (a retry from the last checkpoint would diverge again)")
     out_dir = trial_dir / "search"
-    _restore_files(out_dir / "checkpoints", tune.get_checkpoint())
+    tune_trial.restore_checkpoint(out_dir / "checkpoints")
     search = Search(cfg, out_dir, eigenvalue_fn=eigenvalue_fn)
     pending: list[dict[str, Any]] = []
     reported: list[int] = []

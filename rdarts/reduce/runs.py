@@ -1,0 +1,130 @@
+"""The MLflow runs of a reduced sweep: a parent per sweep, a nested run per search trial and per retraining.
+
+Built as ``RunSpec``s (what each run should hold) for ``rdarts.reduce.tracking.log_runs``, which writes them
+idempotently. The per-epoch metric names are ``EpochRecord``'s numeric fields (one source of truth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rdarts import keys
+from rdarts.methods import join_labels, split_labels
+from rdarts.reduce.collect import CFG, RESULTS_PARQUET
+from rdarts.reduce.methods_table import metric_name
+from rdarts.reduce.outputs import METHODS_CSV, METHODS_MD, REDUCE_DIR, ReduceOutcome
+from rdarts.reduce.retrain_trials import RETRAIN_DIR
+from rdarts.reduce.tracking import RunSpec
+from rdarts.search import EpochRecord
+from rdarts.sweep.spec import SweepSpec
+
+# The per-epoch metrics of a search trial: EpochRecord's numeric fields.
+EPOCH_METRICS = tuple(f.name for f in dataclasses.fields(EpochRecord)
+                      if f.type in ("float", "int") and f.name not in (keys.EPOCH, keys.STOP_EPOCH))
+RETRAIN_METRICS = ("lr", "drop_path", "train_loss", "train_acc", "valid_acc", "test_acc", "test_error",
+                   "epoch_time_s")
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+def build_runs(outcome: ReduceOutcome, spec: SweepSpec, experiment: Path, settings: pd.DataFrame,
+               trial_files: dict[str, list[Path]], spec_file: Path) -> tuple[RunSpec, list[RunSpec]]:
+    """The parent run and its children (see the module docstring)."""
+    import rdarts
+
+    folder = experiment / REDUCE_DIR
+    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    sel = json.loads((folder / "selection.json").read_text())
+    parent = RunSpec(
+        key=spec.name, name=spec.name, params=_flat("", spec.model_dump(mode="json")),
+        tags={"rdarts.version": rdarts.__version__, "rdarts.spec_hash": hashlib.sha256(spec_json.encode()).hexdigest(),
+              "rdarts.experiment_path": str(experiment),
+              **{f"rdarts.winner.{w['cfg.space']}.{w['cfg.dataset']}": w["candidate"] for w in sel["winners"]}},
+        metrics={"pearson_eigenvalue_test_error": [(0, sel["pearson"])],
+                 "spearman_eigenvalue_test_error": [(0, sel["spearman"])],
+                 "retrained_searches": [(0, float(sel["retrained_searches"]))],
+                 **{f"final_test_error.{w['cfg.space']}.{w['cfg.dataset']}": [(0, w["final_test_error"])]
+                    for w in sel["winners"] if sel["protocol"] == "winner"},
+                 **_methods_metrics(outcome.methods)},
+        artifacts=[(p, None) for p in (spec_file, experiment / RESULTS_PARQUET, folder / METHODS_CSV,
+                                       folder / METHODS_MD, folder / "summary.csv", folder / "summary.md",
+                                       folder / "scatter.png", folder / "selection.json", folder / "candidates.csv",
+                                       folder / "trials.csv")])
+    children = []
+    returned = outcome.selection.returned.set_index("trial")
+    for row in settings.to_dict("records"):
+        trial = row["trial"]
+        rows = outcome.frame[(outcome.frame["trial"] == trial) & outcome.frame["final_branch"]].sort_values("epoch")
+        metrics = {m: [(int(e), float(v)) for e, v in zip(rows["epoch"], rows[m], strict=True)
+                       if v is not None and not pd.isna(v)] for m in EPOCH_METRICS if m in rows}
+        last = rows.sort_values("report").iloc[-1] if len(rows) else None
+        r = returned.loc[trial] if trial in returned.index else None
+        stop_epoch = int(r["returned_epoch"]) if r is not None and r["stop_source"] != "last" else -1
+        tags = {"status": str(row["status"]), "setting": str(row["setting"]), "method": str(row.get("method", "")),
+                "stop_epoch": str(stop_epoch),
+                keys.STOP_REASON: _stop_reason(rows, last), "order": str(row.get("cfg.order")),
+                "early_stop": str(row.get("cfg.early_stop"))}
+        if r is not None:
+            tags.update(returned_epoch=str(int(r["returned_epoch"])), candidate=str(r["candidate"]))
+        params = {k[len(CFG):]: v for k, v in row.items() if k.startswith(CFG)}
+        params.update(trial=trial, setting=row["setting"], trial_index=row["trial_index"])
+        children.append(RunSpec(f"{spec.name}/{trial}", f"{trial} {row['setting']}", params, tags, metrics,
+                                [(p, None) for p in trial_files.get(trial, [])]))
+    winners = set(outcome.selection.winners["candidate"])
+    method_of = settings.set_index("trial")["method"].to_dict() if "method" in settings else {}
+    trials_of: dict[str, list[str]] = {}  # candidate -> the method labels of the searches that returned it
+    for t, c in zip(outcome.selection.returned["trial"], outcome.selection.returned["candidate"], strict=True):
+        trials_of.setdefault(c, []).append(str(method_of.get(t, "")))
+    for key, res in sorted(outcome.retrain_results.items()):
+        gfile = experiment / RETRAIN_DIR / key / "genotype.json"
+        gfile.write_text(json.dumps(json.loads(res["genotype"]), indent=1) + "\n")
+        metrics = {m: [(int(h["epoch"]), float(h[m])) for h in res["history"]] for m in RETRAIN_METRICS}
+        metrics.update(final_test_error=[(0, float(res["test_error"]))], final_valid_acc=[(0, float(res["valid_acc"]))],
+                       params=[(0, float(res["params"]))])
+        params = {**{f"retrain.{k}": v for k, v in res["config"].items()}, "kind": res["kind"],
+                  "candidate": res["candidate"], "genotype": res["genotype"], "train_size": res["train_size"],
+                  "valid_size": res["valid_size"]}
+        served = sorted({m for t in trials_of.get(res["candidate"], []) for m in split_labels(t)})
+        tags = {"kind": res["kind"], "candidate": res["candidate"], "winner": str(res["candidate"] in winners).lower(),
+                "method": join_labels(served)}
+        children.append(RunSpec(f"{spec.name}/retrain/{key}", f"retrain {key}", params, tags, metrics,
+                                [(gfile, None)]))
+    return parent, children
+
+
+def _methods_metrics(table: pd.DataFrame | None) -> dict[str, list[tuple[int, float]]]:
+    """The methods table as parent-run metrics: ``test_error_mean.<space>.<dataset>.<order>.<method>`` and so on."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in (table.to_dict("records") if table is not None else []):
+        for col in ("n_searches", "n_retrained", "test_error_mean", "test_error_std", "test_error_best"):
+            value = float(r[col])
+            if math.isfinite(value):
+                out[metric_name(col, r["space"], r["dataset"], r["order"], r["method"])] = [(0, value)]
+    return out
+
+
+def _stop_reason(rows: pd.DataFrame, last: pd.Series | None) -> str:
+    if last is None:
+        return ""
+    for col in (keys.STOP_REASON, keys.SCHEDULER_REASON):
+        if col in rows:
+            reasons = [str(x) for x in rows[col] if isinstance(x, str) and x]
+            if reasons:
+                return reasons[-1][:5000]
+    return str(last.get(keys.SEARCH_STATUS, ""))
+
+
