@@ -14,7 +14,17 @@ from typing import NoReturn
 
 from rdarts.errors import DivergedError, UserError
 
-EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+# Exit codes of every rdarts command.
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""Some trial failed or diverged (``rdarts search``: the search diverged; ``sweep logs``: the job did not succeed)."""
+EXIT_USAGE = 2
+"""Bad input: nothing was started."""
+EXIT_TRACKING = 3
+"""Everything computed is kept, but the MLflow server could not be reached (log it later: ``rdarts reduce``)."""
+EXIT_INTERRUPTED = 130
+EXIT_CODES_HELP = ("exit codes: 0 all finished; 1 some trials failed or diverged; 2 bad input (nothing started); "
+                   "3 results kept but the MLflow server unreachable; 130 interrupted")
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,4 +62,4 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None)
         return EXIT_USAGE
     except DivergedError as e:
         print(f"rdarts: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_FAILED

@@ -75,6 +75,8 @@ class Rule:
                     else "one of " + ", ".join(self.choices))
         elif self.kind is int and self.low is not None and self.high is None:
             text = "greater than 0" if self.low == 1 else f"at least {self.low:g}"
+        elif self.kind is int and self.low is not None and self.high is not None:
+            text = f"an integer from {self.low:g} to {self.high:g}"
         elif self.low is not None and self.high is not None:
             text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         elif self.low is not None and self.low_open and self.low == 1:
@@ -92,6 +94,10 @@ def setting(default: Any, rule: Rule) -> Any:
 
 
 POSITIVE, FRACTION = Rule(int, low=1), Rule(float, low=0, high=1)
+# Sizes past these would only exhaust memory (an image_size of 100000, a million channels): refused up front.
+IMAGE_SIZE = Rule(int, low=4, high=1024, high_open=False, optional=True)
+CELLS, CHANNELS = Rule(int, low=1, high=64, high_open=False), Rule(int, low=1, high=4096, high_open=False)
+BATCH = Rule(int, low=1, high=65536, high_open=False)
 NON_NEGATIVE, GREATER_THAN_ONE = Rule(float, low=0), Rule(float, low=1, low_open=True)
 FLAG = Rule(bool)
 
@@ -135,16 +141,16 @@ class SearchConfig:
     download: bool = setting(False, FLAG)
     n_train: int | None = setting(None, Rule(int, low=4, optional=True))
     """Training-split examples used (the first ones); half train the weights, half α. All when unset."""
-    image_size: int | None = setting(None, Rule(int, low=4, optional=True))
+    image_size: int | None = setting(None, IMAGE_SIZE)
     # supernet
-    layers: int = setting(8, Rule(int, low=3))
+    layers: int = setting(8, Rule(int, low=3, high=64, high_open=False))
     """At least 3: with fewer, both reduction slots (layers//3, 2*layers//3) cover every cell, so the normal cell's
     α would never enter the graph."""
-    channels: int = setting(16, POSITIVE)
-    nodes: int = setting(4, POSITIVE)
+    channels: int = setting(16, CHANNELS)
+    nodes: int = setting(4, Rule(int, low=1, high=8, high_open=False))
     # optimisation
     epochs: int = setting(50, POSITIVE)
-    batch_size: int = setting(64, POSITIVE)
+    batch_size: int = setting(64, BATCH)
     order: str = setting("second", Rule(str, choices=ORDERS))
     lr: float = setting(0.025, NON_NEGATIVE)
     lr_min: float = setting(0.001, NON_NEGATIVE)
@@ -163,7 +169,7 @@ class SearchConfig:
     cutout_length: int | None = setting(None, Rule(int, low=1, optional=True))
     # eigenvalue tracking and early stopping
     ev_every: int = setting(REFERENCE_CODE.ev_every, POSITIVE)
-    hessian_batches: int = setting(1, POSITIVE)
+    hessian_batches: int = setting(1, Rule(int, low=1, high=1024, high_open=False))
     hessian_tol: float = setting(1e-4, NON_NEGATIVE)
     hessian_max_iter: int = setting(100, POSITIVE)
     early_stop: str = setting("off", Rule(str, choices=EARLY_STOP_MODES))
@@ -241,19 +247,19 @@ class RetrainConfig:
     """Training examples used (the first ones, validation split included); all when unset."""
     n_test: int | None = setting(None, Rule(int, low=1, optional=True))
     """Test examples evaluated (the first ones); all when unset."""
-    image_size: int | None = setting(None, Rule(int, low=4, optional=True))
+    image_size: int | None = setting(None, IMAGE_SIZE)
     valid_fraction: float = setting(0.0, FRACTION)
     """Share of the training examples held out, from their end, as a validation split for selection; 0 = none."""
     # network
-    layers: int | None = setting(None, Rule(int, low=1, optional=True))
+    layers: int | None = setting(None, Rule(int, low=1, high=64, high_open=False, optional=True))
     """Cells; unset: the published protocol's for the dataset (``PROTOCOL_SIZES``: 20 on CIFAR-10, else 8)."""
-    channels: int | None = setting(None, Rule(int, low=1, optional=True))
+    channels: int | None = setting(None, Rule(int, low=1, high=4096, high_open=False, optional=True))
     """Initial channels; unset: the protocol's (36 on CIFAR-10, else 16)."""
     auxiliary: bool = setting(True, FLAG)
     auxiliary_weight: float = setting(0.4, NON_NEGATIVE)
     # optimisation
     epochs: int = setting(600, POSITIVE)
-    batch_size: int = setting(96, Rule(int, low=2))
+    batch_size: int = setting(96, Rule(int, low=2, high=65536, high_open=False))
     """At least 2: BN in training mode needs two samples."""
     lr: float = setting(0.025, Rule(float, low=0, low_open=True))
     momentum: float = setting(0.9, FRACTION)

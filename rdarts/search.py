@@ -28,7 +28,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,58 +42,13 @@ from rdarts.data import Augment, ImageData, load_dataset
 from rdarts.device import resolve_device
 from rdarts.errors import DivergedError
 from rdarts.hessian import hvp_fn, lanczos
+from rdarts.records import EpochRecord, SearchResult
 from rdarts.regularization import ada_next_weight_decay, cosine_lr, cutout_enabled, drop_path_prob
 from rdarts.spaces import Genotype
 from rdarts.stopping import es_stop_epoch, local_averages
 from rdarts.supernet import Supernet
 
 __all__ = ["DivergedError", "EpochRecord", "Search", "SearchResult", "resolve_device", "run_search"]
-
-
-@dataclass
-class EpochRecord:
-    """What a search reports after each epoch. The field names are the metric keys everywhere downstream."""
-
-    epoch: int
-    ada_round: int
-    lr: float
-    weight_decay: float
-    drop_path: float
-    cutout: bool
-    train_loss: float
-    train_acc: float
-    valid_loss: float
-    valid_acc: float
-    dominant_eigenvalue: float
-    """NaN on epochs without an eigenvalue."""
-    eigenvalue_local_avg: float
-    eigenvalue_ratio: float
-    """Newest local average over the one ``es_delta`` entries earlier (the DARTS-ES statistic); NaN until defined."""
-    hessian_iters: int
-    genotype: str
-    param_free_share: float
-    alpha_entropy: float
-    alphas_normal: str
-    alphas_reduce: str
-    epoch_time_s: float
-    hessian_time_s: float
-    event: str = ""
-    """``es_stop``, ``ada_rollback`` or ``ada_ignored`` on the epoch where the ES rule fired."""
-    stop_epoch: int = -1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    genotype: Genotype
-    """The architecture the search returns: the stop epoch's for ES, the last epoch's otherwise."""
-    genotype_epoch: int
-    stop_epoch: int | None
-    status: str
-    """``finished``, ``es_stopped``."""
-    records: list[dict[str, Any]]
 
 
 @contextmanager

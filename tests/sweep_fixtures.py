@@ -29,7 +29,7 @@ TINY_SEARCH: dict[str, Any] = {
 }
 # A DARTS-ES rule that can fire within 6 epochs: eigenvalues every epoch, windows of 3, look back 2, from epoch 1.
 FAST_RULE: dict[str, Any] = {"ev_every": 1, "window": 3, "delta": 2, "factor": 1.3, "start_epoch": 1}
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+RAY_ENV = {"RAY_AUTH_MODE": "token", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
            "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_DEDUP_LOGS": "0"}
 
 
@@ -61,10 +61,13 @@ def ray_session() -> Iterator[None]:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     import ray
 
+    from rdarts.experiment import ensure_auth_token, init_ray
+
+    ensure_auth_token()  # the token every Ray of the tests uses (token auth is on, as in rdarts itself)
     if ray.is_initialized():
         yield
         return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -134,12 +137,11 @@ def _main() -> int:
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    import ray
-
+    from rdarts.experiment import init_ray
     from rdarts.sweep.runner import run_sweep
     from rdarts.sweep.spec import load_sweep
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=2, log_to_driver=False)
     import sweep_fixtures  # the workers unpickle the trainables by this module name, not as __main__
 
     outcome = run_sweep(load_sweep(args.file), storage=args.storage, spec_text=Path(args.file).read_text(),

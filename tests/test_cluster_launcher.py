@@ -110,7 +110,7 @@ def test_setup_writes_a_loopback_config_that_ray_accepts(localhost: dict[str, An
 def test_ray_up_submit_a_sweep_then_ray_down(localhost: dict[str, Any]) -> None:
     from mlflow.tracking import MlflowClient
 
-    from rdarts.reduce.tracking import PARENT_TAG
+    from rdarts.tracking import PARENT_TAG
 
     config, dashboard, mlflow = localhost["config"], localhost["dashboard"], localhost["mlflow"]
     t0 = time.monotonic()

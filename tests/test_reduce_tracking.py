@@ -24,9 +24,9 @@ from sweep_fixtures import FAST_RULE, fault_trainable, ray_session, tiny_spec
 from rdarts.network import Network, count_parameters
 from rdarts.reduce import reduce_experiment
 from rdarts.reduce.runs import EPOCH_METRICS
-from rdarts.reduce.tracking import KEY, PARENT_TAG
 from rdarts.spaces import Genotype
 from rdarts.sweep.runner import run_sweep
+from rdarts.tracking import KEY, PARENT_TAG
 
 pytestmark = pytest.mark.slow
 __all__ = ["ray_session"]
@@ -180,7 +180,7 @@ def test_server_down_keeps_everything_then_a_later_reduce_logs_it(experiment: tu
     code = main(["reduce", str(path), "--tracking-uri", down, "--n-test", "60"])
     out = capsys.readouterr().out
     warning = [line for line in out.splitlines() if line.startswith("warning:")]
-    assert code == 1 and len(warning) == 1 and down in warning[0] and f"rdarts reduce {path}" in warning[0]
+    assert code == 3 and len(warning) == 1 and down in warning[0] and f"rdarts reduce {path}" in warning[0]
     for f in ("results.parquet", "reduce/summary.md", "reduce/scatter.png", "reduce/selection.json"):
         assert (path / f).is_file(), f
     client = MlflowClient(server)

@@ -101,7 +101,7 @@ def test_diverged_trial_fails_and_the_others_finish(ray_session: None, tmp_path:
     outcome = _run(spec, tmp_path)
     ok, bad = outcome.rows
     assert ok["status"] == "finished" and ok["epochs"] == 2
-    assert bad["status"] == "error" and "diverged" in bad["note"], bad["note"]
+    assert bad["status"] == "diverged" and "diverged" in bad["note"], bad["note"]
     assert outcome.num_errors == 1
     assert "diverged" in (Path(outcome.experiment_path) / RESULTS_FILE).read_text()
 

@@ -233,3 +233,19 @@ def test_spec_and_cli_import_without_ray() -> None:
     code = ("import sys, rdarts.sweep, rdarts.sweep.cli, rdarts.sweep.spec; "
             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_resume_refuses_a_folder_of_another_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming loads pickled Tune state: a folder (or state file) owned by someone else is refused before Ray."""
+    import os
+
+    from rdarts.errors import UserError
+    from rdarts.sweep.runner import resume_sweep
+
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "tuner.pkl").write_bytes(b"not for you")
+    owner = folder.stat().st_uid
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)  # as seen by another user
+    with pytest.raises(UserError, match="belongs to another user"):
+        resume_sweep(str(folder))

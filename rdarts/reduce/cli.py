@@ -44,9 +44,28 @@ def _add_reduce(sub: Any) -> None:
     p.set_defaults(func=_reduce)
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from rdarts.reduce.ui import serve_ui
+
+    return serve_ui(args.path, tracking_uri=args.tracking_uri, port=args.port)
+
+
+def _add_ui(sub: Any) -> None:
+    p = sub.add_parser("ui", help="open a sweep's MLflow runs in the browser (MLflow UI on 127.0.0.1)",
+                       description="Start the MLflow UI on 127.0.0.1 for a sweep's tracking store and print the "
+                                   "address of its runs table; Ctrl-C stops it. With an MLflow server as the "
+                                   "store, print its address instead.")
+    p.add_argument("path", nargs="?", help="the sweep folder (<storage>/<name>)")
+    p.add_argument("--tracking-uri", help="a tracking store instead of the sweep folder's (default: the sweep's)")
+    p.add_argument("--port", type=positive, default=5000, help="port on 127.0.0.1 (default: %(default)s, "
+                                                                "or the next free one)")
+    p.set_defaults(func=_ui)
+
+
 def add_parser(subparsers: Any) -> None:
-    """Add ``reduce`` to the main CLI's ``add_subparsers()`` object."""
+    """Add ``reduce`` and ``ui`` to the main CLI's ``add_subparsers()`` object."""
     _add_reduce(subparsers)
+    _add_ui(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from rdarts import storage
+from rdarts.cli_args import EXIT_TRACKING
 from rdarts.config import SearchConfig
 from rdarts.experiment import SPEC_FILE, load_spec
 from rdarts.reduce.collect import RESULTS_PARQUET, collect, trial_configs, trial_settings
@@ -31,17 +31,9 @@ from rdarts.reduce.report import per_trial
 from rdarts.reduce.retrain_trials import RetrainJob, base_config, run_jobs
 from rdarts.reduce.runs import build_runs
 from rdarts.reduce.select import GROUP, Selection, select
-from rdarts.reduce.tracking import (
-    TRACKING_URI_ENV,
-    TrackingUnavailable,
-    default_uri,
-    experiment_id_of,
-    log_runs,
-    ui_command,
-)
 from rdarts.sweep.spec import SweepSpec
-
-EXIT_TRACKING = 1
+from rdarts.tracking import TrackingUnavailable, experiment_id_of, is_http, resolve_uri, ui_command
+from rdarts.tracking_sync import log_runs
 
 
 def _jobs(configs: dict[str, SearchConfig], spec: SweepSpec, kind: str, candidates: pd.DataFrame, *,
@@ -89,7 +81,7 @@ def reduce_experiment(experiment_path: str | Path, spec: SweepSpec | None = None
         out: Where progress lines go (stdout).
 
     Returns:
-        The outcome; ``exit_code`` is 1 when MLflow was asked for explicitly and could not be reached.
+        The outcome; ``exit_code`` is 3 when MLflow was asked for explicitly and could not be reached.
     """
     stream = out if out is not None else sys.stdout
 
@@ -136,29 +128,33 @@ def reduce_experiment(experiment_path: str | Path, spec: SweepSpec | None = None
             log(f"  retrain failed: {line}")
     write_report(outcome, settings, spec, log)
     trial_files = trial_artifacts(frame, outcome.selection, configs, folder / "trials")
-    # A cluster names its tracking server in the environment (cluster/*.yaml): it comes after the sweep file's own
-    # tracking.uri, before the SQLite file in the sweep folder.
-    env_uri = os.environ.get(TRACKING_URI_ENV) or None
-    uri = tracking_uri or spec.tracking.uri or env_uri or default_uri(experiment)
-    explicit = tracking_uri is not None or spec.tracking.uri is not None or env_uri is not None
     enabled = tracking if tracking is not None else (spec.tracking.enabled or tracking_uri is not None)
     if enabled:
-        outcome.tracking_uri = uri
-        parent, children = build_runs(outcome, spec, experiment, settings, trial_files, experiment / SPEC_FILE)
-        location = None if uri.startswith(("http://", "https://")) else (experiment / "mlartifacts").as_uri()
-        try:
-            outcome.tracking_counts = log_runs(uri, spec.tracking.experiment or spec.name, parent, children,
-                                               artifact_location=location)
-        except TrackingUnavailable as e:
-            again = f"rdarts reduce {experiment}" + (f" --tracking-uri {uri}" if explicit else "")
-            log(f"warning: MLflow not logged: {e}; everything is kept in {experiment}; log it later with: {again}")
-            outcome.exit_code = EXIT_TRACKING if explicit else 0
-        else:
-            c = outcome.tracking_counts
-            log(f"MLflow: {c['written']} run(s) written, {c['kept']} unchanged, {c['deleted']} replaced, at {uri}")
-            log(f"view them: {ui_command(uri, experiment_id_of(uri, spec.tracking.experiment or spec.name))}")
+        _track(outcome, spec, settings, configs, trial_files, tracking_uri, log)
     _print_end(outcome, spec, log)
     return outcome
+
+
+def _track(outcome: ReduceOutcome, spec: SweepSpec, settings: pd.DataFrame, configs: dict[str, SearchConfig],
+           trial_files: dict[str, list[Path]], override: str | None, log: Callable[[str], None]) -> None:
+    """Log the reduced sweep to MLflow; an unreachable server keeps everything on disk for a later reduce."""
+    experiment = outcome.experiment_path
+    uri, named = resolve_uri(spec.tracking.uri, experiment, override)
+    outcome.tracking_uri = uri
+    parent, children = build_runs(outcome, spec, experiment, settings, configs, trial_files, experiment / SPEC_FILE)
+    location = None if is_http(uri) else (experiment / "mlartifacts").as_uri()
+    name = spec.tracking.experiment or spec.name
+    try:
+        outcome.tracking_counts = log_runs(uri, name, parent, children, artifact_location=location)
+    except TrackingUnavailable as e:
+        again = f"rdarts reduce {experiment}" + (f" --tracking-uri {uri}" if named else "")
+        log(f"warning: MLflow not logged: {e}; everything is kept in {experiment}; log it later with: {again}")
+        outcome.exit_code = EXIT_TRACKING if named else 0
+    else:
+        c = outcome.tracking_counts
+        log(f"MLflow: {c['written']} run(s) written, {c['completed']} completed, {c['kept']} unchanged, "
+            f"{c['deleted']} replaced, at {uri}")
+        log(f"view them: {ui_command(uri, experiment_id_of(uri, name), None if named else experiment)}")
 
 
 def _print_end(outcome: ReduceOutcome, spec: SweepSpec, log: Callable[[str], None]) -> None:

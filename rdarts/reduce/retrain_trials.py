@@ -136,17 +136,17 @@ def retrain_trainable(config: dict[str, Any]) -> None:
 def run_ray(jobs: Sequence[RetrainJob], experiment: Path, spec: SweepSpec, *, address: str | None = None,
             log: Callable[[str], None] = print) -> list[str]:
     """Run the jobs as one Tune experiment (resumed if an earlier call was interrupted); returns error lines."""
-    from ray import tune
-
     from rdarts.experiment import init_ray
 
     if not jobs:
         return []
+    init_ray(address)  # before Ray is imported here: a local Ray's settings are read from the environment at import
+    from ray import tune
+
     kind = jobs[0].kind
     digest = hashlib.sha1("".join(j.key + j.config_hash() for j in jobs).encode()).hexdigest()[:10]
     name = f"{kind}-{digest}"
     storage = experiment / TUNE_DIR
-    init_ray(address)
     trainable = tune.with_resources(retrain_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     path = storage / name
     log(f"retraining {len(jobs)} {kind} job(s) on Ray Tune ({path})")

@@ -1,58 +1,51 @@
 """The MLflow runs of a reduced sweep: a parent per sweep, a nested run per search trial and per retraining.
 
-Built as ``RunSpec``s (what each run should hold) for ``rdarts.reduce.tracking.log_runs``, which writes them
+Built as ``RunSpec``s (what each run should hold) for ``rdarts.tracking.log_runs``, which writes them
 idempotently. The per-epoch metric names are ``EpochRecord``'s numeric fields (one source of truth).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from rdarts import keys
+from rdarts.config import SearchConfig
 from rdarts.methods import join_labels, split_labels
-from rdarts.reduce.collect import CFG, RESULTS_PARQUET
+from rdarts.records import numeric_fields
+from rdarts.reduce.collect import RESULTS_PARQUET
 from rdarts.reduce.methods_table import metric_name
 from rdarts.reduce.outputs import METHODS_CSV, METHODS_MD, REDUCE_DIR, ReduceOutcome
 from rdarts.reduce.retrain_trials import RETRAIN_DIR
-from rdarts.reduce.tracking import RunSpec
-from rdarts.search import EpochRecord
 from rdarts.sweep.spec import SweepSpec
+from rdarts.tracking import (
+    RunSpec,
+    search_run_key,
+    search_run_name,
+    search_run_params,
+    search_run_tags,
+    sweep_run_params,
+    sweep_run_tags,
+)
 
-# The per-epoch metrics of a search trial: EpochRecord's numeric fields.
-EPOCH_METRICS = tuple(f.name for f in dataclasses.fields(EpochRecord)
-                      if f.type in ("float", "int") and f.name not in (keys.EPOCH, keys.STOP_EPOCH))
+EPOCH_METRICS = numeric_fields()
+"""The per-epoch metrics of a search trial: EpochRecord's numeric fields."""
 RETRAIN_METRICS = ("lr", "drop_path", "train_loss", "train_acc", "valid_acc", "test_acc", "test_error",
                    "epoch_time_s")
 
 
-def _flat(prefix: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: value}
-
-
 def build_runs(outcome: ReduceOutcome, spec: SweepSpec, experiment: Path, settings: pd.DataFrame,
-               trial_files: dict[str, list[Path]], spec_file: Path) -> tuple[RunSpec, list[RunSpec]]:
+               configs: dict[str, SearchConfig], trial_files: dict[str, list[Path]], spec_file: Path
+               ) -> tuple[RunSpec, list[RunSpec]]:
     """The parent run and its children (see the module docstring)."""
-    import rdarts
-
     folder = experiment / REDUCE_DIR
-    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     sel = json.loads((folder / "selection.json").read_text())
     parent = RunSpec(
-        key=spec.name, name=spec.name, params=_flat("", spec.model_dump(mode="json")),
-        tags={"rdarts.version": rdarts.__version__, "rdarts.spec_hash": hashlib.sha256(spec_json.encode()).hexdigest(),
-              "rdarts.experiment_path": str(experiment),
+        key=spec.name, name=spec.name, params=sweep_run_params(spec),
+        tags={**sweep_run_tags(spec, str(experiment)),
               **{f"rdarts.winner.{w['cfg.space']}.{w['cfg.dataset']}": w["candidate"] for w in sel["winners"]}},
         metrics={"pearson_eigenvalue_test_error": [(0, sel["pearson"])],
                  "spearman_eigenvalue_test_error": [(0, sel["spearman"])],
@@ -74,16 +67,15 @@ def build_runs(outcome: ReduceOutcome, spec: SweepSpec, experiment: Path, settin
         last = rows.sort_values("report").iloc[-1] if len(rows) else None
         r = returned.loc[trial] if trial in returned.index else None
         stop_epoch = int(r["returned_epoch"]) if r is not None and r["stop_source"] != "last" else -1
-        tags = {"status": str(row["status"]), "setting": str(row["setting"]), "method": str(row.get("method", "")),
-                "stop_epoch": str(stop_epoch),
-                keys.STOP_REASON: _stop_reason(rows, last), "order": str(row.get("cfg.order")),
-                "early_stop": str(row.get("cfg.early_stop"))}
+        search = configs[trial].to_dict()
+        tags = {**search_run_tags(str(row.get("method", "")), str(row["setting"]), search, str(row["status"])),
+                "stop_epoch": str(stop_epoch), keys.STOP_REASON: _stop_reason(rows, last)}
         if r is not None:
             tags.update(returned_epoch=str(int(r["returned_epoch"])), candidate=str(r["candidate"]))
-        params = {k[len(CFG):]: v for k, v in row.items() if k.startswith(CFG)}
-        params.update(trial=trial, setting=row["setting"], trial_index=row["trial_index"])
-        children.append(RunSpec(f"{spec.name}/{trial}", f"{trial} {row['setting']}", params, tags, metrics,
-                                [(p, None) for p in trial_files.get(trial, [])]))
+        params = search_run_params(search, trial, str(row["setting"]), int(row["trial_index"]))
+        children.append(RunSpec(search_run_key(spec.name, trial),
+                                search_run_name(str(row["setting"]), str(row.get("method", ""))), params, tags,
+                                metrics, [(p, None) for p in trial_files.get(trial, [])]))
     winners = set(outcome.selection.winners["candidate"])
     method_of = settings.set_index("trial")["method"].to_dict() if "method" in settings else {}
     trials_of: dict[str, list[str]] = {}  # candidate -> the method labels of the searches that returned it

@@ -26,8 +26,9 @@ import pandas as pd
 from rdarts import keys
 
 GROUP = ("cfg.space", "cfg.dataset")
-FAILED_STATUSES = ("error", "no results", "running", "unknown")
-"""Trial statuses (results.csv) with no returned genotype: failed, never reported, or interrupted."""
+FAILED_STATUSES = ("error", "failed", "diverged", "no results", "running", "unknown")
+"""Trial statuses (results.csv) with no returned genotype: crashed, failed, diverged, never reported, or
+interrupted."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 ``(args) -> exit code`` that raises ``rdarts.errors.UserError`` for bad input (the main CLI prints it on one line and
 exits 2). Ray is imported inside the handlers only: ``import rdarts.sweep.cli`` works without it.
 
-Exit codes: 0 done; 1 the sweep ran but some trial failed (or a job did not succeed); 2 bad input.
+Exit codes (``rdarts.cli_args``): 0 all finished; 1 some trials failed or diverged (or a job did not succeed);
+2 bad input, nothing started; 3 results kept but the MLflow server unreachable.
 ``python -m rdarts.sweep.cli SUBCOMMAND ...`` runs the same handlers without the main CLI.
 """
 
@@ -16,9 +17,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rdarts.cli_args import Parser, dispatch
+from rdarts.cli_args import EXIT_FAILED, EXIT_OK, Parser, dispatch
 
 if TYPE_CHECKING:
+    from rdarts.sweep.runner import SweepOutcome
     from rdarts.sweep.spec import SweepSpec
 
 
@@ -55,9 +57,20 @@ def _run(args: argparse.Namespace) -> int:
     from rdarts.sweep.spec import load_sweep
 
     spec = load_sweep(args.file)
-    outcome = run_sweep(spec, args.address, storage=args.storage, spec_text=Path(args.file).read_text())
-    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path, spec, args.tracking_uri)
-    return max(1 if outcome.num_errors else 0, reduced)
+    outcome = run_sweep(spec, args.address, storage=args.storage, spec_text=Path(args.file).read_text(),
+                        tracking_uri=args.tracking_uri)
+    return _after(outcome, spec, args)
+
+
+def _after(outcome: SweepOutcome, spec: SweepSpec, args: argparse.Namespace) -> int:
+    """The reduce step, unless asked not to or no trial returned a genotype; the exit code of the whole run."""
+    failed = EXIT_FAILED if outcome.num_errors else EXIT_OK
+    if args.no_reduce:
+        return failed
+    if not outcome.num_genotypes:
+        print("no trial returned a genotype, so there is nothing to reduce:", *outcome.error_summary(), sep="\n  ")
+        return EXIT_FAILED
+    return max(failed, _reduce_after(outcome.experiment_path, spec, args.tracking_uri))
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -65,9 +78,7 @@ def _resume(args: argparse.Namespace) -> int:
     from rdarts.sweep.runner import resume_sweep
 
     outcome = resume_sweep(args.path, args.address)
-    reduced = 0 if args.no_reduce else _reduce_after(outcome.experiment_path, load_spec(outcome.experiment_path),
-                                                     args.tracking_uri)
-    return max(1 if outcome.num_errors else 0, reduced)
+    return _after(outcome, load_spec(outcome.experiment_path), args)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -120,7 +131,8 @@ def _tracking_uri(value: str) -> str:
 
 def _tracking_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", type=_tracking_uri,
-                   help="MLflow URI of the reduce step (default: tracking.uri of the file, else $MLFLOW_TRACKING_URI, "
+                   help="MLflow URI of the live runs and the reduce step (default: tracking.uri of the file, else "
+                        "$MLFLOW_TRACKING_URI, "
                         "else sqlite:///<sweep folder>/mlflow.db)")
 
 

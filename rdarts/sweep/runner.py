@@ -6,6 +6,7 @@ per trial) and ``plots/<trial>.png`` (eigenvalue curves) beside Tune's own files
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -16,7 +17,17 @@ from typing import TYPE_CHECKING, Any
 from rdarts import keys
 from rdarts import storage as store
 from rdarts.errors import UserError
-from rdarts.experiment import PLOTS_DIR, RESULTS_FILE, SPEC_FILE, experiment_path, holds_sweep, init_ray, load_spec
+from rdarts.experiment import (
+    PLOTS_DIR,
+    RESULTS_FILE,
+    SPEC_FILE,
+    experiment_path,
+    holds_sweep,
+    init_ray,
+    joins_cluster,
+    load_spec,
+)
+from rdarts.sweep.preflight import check_resources, largest_node, preflight
 from rdarts.sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -26,7 +37,8 @@ __all__ = ["RESULTS_FILE", "SPEC_FILE", "SweepOutcome", "build_tuner", "resume_s
 
 PROGRESS_METRICS = {keys.EPOCH: "epoch", "valid_acc": "valid_acc", keys.LAST_EIGENVALUE: "λ_max",
                     "eigenvalue_ratio": "ratio", keys.SEARCH_STATUS: "search"}
-SUMMARY_COLUMNS = ("index", "trial", "setting", "method", "status", "epochs", "valid_acc", keys.LAST_EIGENVALUE,
+UNFINISHED = ("error", "failed", "diverged")
+SUMMARY_COLUMNS = ("index", "trial", "setting", "status", "method", "epochs", "valid_acc", keys.LAST_EIGENVALUE,
                    keys.STOP_EPOCH, "ada_round", keys.RESULT_EPOCH, "param_free_share", keys.RESULT_GENOTYPE, "note")
 
 
@@ -39,7 +51,21 @@ class SweepOutcome:
 
     @property
     def num_errors(self) -> int:
-        return sum(1 for r in self.rows if r["status"] == "error")
+        """Trials that ended without a genotype: crashed (``error``), ``failed`` or ``diverged``."""
+        return sum(1 for r in self.rows if r["status"] in UNFINISHED)
+
+    @property
+    def num_genotypes(self) -> int:
+        return sum(1 for r in self.rows if r["status"] in ("finished", "es_stopped"))
+
+    def error_summary(self) -> list[str]:
+        """One line per distinct reason the trials without a genotype give, with how many gave it."""
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            if r["status"] not in ("finished", "es_stopped"):
+                first = (str(r["note"]).strip().splitlines() or [r["status"]])[0]
+                counts[f"{r['status']}: {first}"] = counts.get(f"{r['status']}: {first}", 0) + 1
+        return [f"{n} trial(s) {reason}" for reason, n in counts.items()]
 
 
 def trial_name(trial: Any) -> str:
@@ -51,10 +77,11 @@ def trial_dirname(trial: Any) -> str:
 
 
 def build_tuner(spec: SweepSpec, *, storage: str | None = None, trainable: Callable[..., Any] | None = None,
-                verbose: int = 1) -> tune.Tuner:
+                verbose: int = 1, tracking_uri: str | None = None) -> tune.Tuner:
     """The Tuner of a sweep: one trial per ``spec.trials()`` entry, EigenvalueStopper, per-epoch checkpoints."""
     from ray import tune
 
+    from rdarts.sweep.live import LiveTracking
     from rdarts.sweep.scheduler import EigenvalueStopper
     from rdarts.sweep.trainable import search_trainable
 
@@ -75,7 +102,8 @@ def build_tuner(spec: SweepSpec, *, storage: str | None = None, trainable: Calla
             name=spec.name, storage_path=store.normalise(storage or spec.storage),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=reporter, callbacks=[stopper.callback()], verbose=verbose),
+            progress_reporter=reporter, verbose=verbose,
+            callbacks=[stopper.callback(), LiveTracking(spec, experiment_path(spec, storage), tracking_uri)]),
     )
 
 
@@ -88,7 +116,7 @@ def _with_resources(trainable: Callable[..., Any], spec: SweepSpec) -> Any:
 # ------------------------------------------------------------------------------------------------- run / resume
 def run_sweep(spec: SweepSpec, address: str | None = None, *, storage: str | None = None,
               spec_text: str | None = None, trainable: Callable[..., Any] | None = None, verbose: int = 1,
-              plots: bool = True, out: Any = None) -> SweepOutcome:
+              plots: bool = True, out: Any = None, tracking_uri: str | None = None) -> SweepOutcome:
     """Run every trial of ``spec`` and summarise them.
 
     Args:
@@ -100,13 +128,14 @@ def run_sweep(spec: SweepSpec, address: str | None = None, *, storage: str | Non
         verbose: Tune's verbosity (0 silent, 1 the progress table).
         plots: Write eigenvalue curves when ``rdarts.plots.plot_eigenvalues`` is available.
         out: Where the summary is printed (stdout by default).
+        tracking_uri: MLflow store of the live runs (default as the reducer's: ``rdarts.tracking.resolve_uri``).
     """
     path = experiment_path(spec, storage)
     if holds_sweep(path):
         raise UserError(f"{path} already holds a sweep named {spec.name!r}: resume it with "
                         f"'rdarts sweep resume {path}', delete it, or change name: in the sweep file")
-    init_ray(address)
-    tuner = build_tuner(spec, storage=storage, trainable=trainable, verbose=verbose)
+    _start_ray(spec, address, storage)
+    tuner = build_tuner(spec, storage=storage, trainable=trainable, verbose=verbose, tracking_uri=tracking_uri)
     store.write_bytes(path, SPEC_FILE,
                       (spec_text or spec.model_dump_json(indent=2, exclude_unset=True)).encode())
     grid = tuner.fit()
@@ -117,18 +146,39 @@ def resume_sweep(experiment_path: str, address: str | None = None, *, trainable:
                  verbose: int = 1, plots: bool = True, out: Any = None) -> SweepOutcome:
     """Continue an interrupted sweep: unfinished and errored trials resume from their checkpoints; finished
     trials are not run again."""
+    path = store.normalise(experiment_path)
+    _refuse_foreign(path)
+    spec = load_spec(path)
+    _start_ray(spec, address, None if store.is_remote(path) else str(Path(path).parent))
     from ray import tune
 
     from rdarts.sweep.trainable import search_trainable
-
-    path = store.normalise(experiment_path)
-    spec = load_spec(path)
-    init_ray(address)
     if not tune.Tuner.can_restore(path):
         raise UserError(f"{path}: no Tune experiment state to resume from (the sweep never started?)")
     tuner = tune.Tuner.restore(path, _with_resources(trainable or search_trainable, spec), resume_errored=True)
     grid = tuner.fit()
     return summarise(grid, path, plots=plots, out=out)
+
+
+def _start_ray(spec: SweepSpec, address: str | None, storage: str | None) -> None:
+    """Check what the trials need (``rdarts.sweep.preflight``), then start or join Ray; on a cluster, check that a
+    trial fits its largest node before any trial is queued."""
+    joining = joins_cluster(address)
+    preflight(spec, storage=storage, local=not joining)
+    init_ray(address)
+    if joining:
+        check_resources(spec, largest_node(), "the largest node of the cluster")
+
+
+def _refuse_foreign(path: str) -> None:
+    """Resuming unpickles the folder's Tune state (``tuner.pkl``, ``experiment_state*``): only this user's folder."""
+    if store.is_remote(path):
+        return
+    folder = Path(path)
+    for f in [folder, *(p for p in folder.glob("*") if p.name.startswith(("tuner.pkl", "experiment_state")))]:
+        if f.exists() and f.lstat().st_uid != os.getuid():
+            raise UserError(f"{f} belongs to another user (uid {f.lstat().st_uid}); resuming would load its pickled "
+                            "Tune state, so rdarts refuses: copy the sweep folder to one of your own to resume it")
 
 
 # ------------------------------------------------------------------------------------------------- summary
@@ -150,7 +200,8 @@ def _row(result: Any) -> dict[str, Any]:
                                                                           m.get(keys.STOP_REASON) or "")
     return {
         "index": cfg.get("index"), "trial": Path(result.path).name, "setting": cfg.get("setting", ""),
-        "method": cfg.get("method", ""), "status": status, "epochs": m.get(keys.EPOCH, -1) + 1,
+        "method": cfg.get("method", ""), "status": status,
+        "epochs": m.get(keys.EPOCH, -1) + (0 if status in UNFINISHED else 1),  # completed epochs
         "valid_acc": m.get("valid_acc"), keys.LAST_EIGENVALUE: m.get(keys.LAST_EIGENVALUE),
         keys.STOP_EPOCH: m.get(keys.STOP_EPOCH, -1), "ada_round": m.get("ada_round"),
         keys.RESULT_EPOCH: m.get(keys.RESULT_EPOCH), "param_free_share": m.get("param_free_share"),
@@ -171,8 +222,8 @@ def summarise(grid: Any, experiment_path: str, *, plots: bool = True, out: Any =
     if plots:
         outcome.plots = _plot_curves(grid, experiment_path, out)
     stream = out if out is not None else sys.stdout
-    print(f"\n{len(rows)} trial(s), {outcome.num_errors} failed; results in {experiment_path}/{RESULTS_FILE}",
-          file=stream)
+    print(f"\n{len(rows)} trial(s), {outcome.num_errors} failed or diverged; results in "
+          f"{experiment_path}/{RESULTS_FILE}", file=stream)
     print(table, file=stream)
     return outcome
 

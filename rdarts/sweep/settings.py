@@ -20,6 +20,7 @@ from rdarts.config import RetrainConfig, SearchConfig
 from rdarts.stopping import PRESETS, ESRule
 
 DEFAULT_STORAGE = "~/rdarts_results"
+DEFAULT_MAX_TRIALS = 1000
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 # ``stopping:`` key -> the SearchConfig field it sets.
 STOPPING_FIELDS = {"ev_every": "ev_every", "window": "es_window", "delta": "es_delta", "factor": "es_factor",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import random
 import re
 import typing
@@ -39,6 +40,7 @@ from rdarts.sweep.problems import (
     validation_problems,
 )
 from rdarts.sweep.settings import (
+    DEFAULT_MAX_TRIALS,
     DEFAULT_STORAGE,
     SEARCH_FIELDS,
     STOPPING_FIELDS,
@@ -79,6 +81,9 @@ class SweepSpec(StrictModel):
     stopping: StoppingSpec | None = None
     resources: ResourcesSpec = ResourcesSpec.model_validate({})  # frozen: one shared default is safe
     max_concurrent: int | None = Field(None, ge=1)
+    max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1)
+    """A guard against a grid far larger than meant (the paper's largest file has 15 searches): more trials than
+    this are refused; raise it to run them."""
     max_failures: int = Field(2, ge=0)
     """Retries of a trial whose worker died, each from its last checkpoint."""
     storage: str = DEFAULT_STORAGE
@@ -147,7 +152,18 @@ def _draws(spec: SweepSpec) -> Iterator[dict[str, tuple[Any, str]]]:
         yield {k: (d.draw(rng), f"sample.params.{k}") for k, d in spec.sample.params.items()}
 
 
+def count_trials(spec: SweepSpec) -> int:
+    """How many trials the file expands to, without expanding it."""
+    draws = spec.sample.num_samples if spec.sample is not None else 1
+    return draws * sum(math.prod(len(v) for v in grid.values()) for _, grid in spec.grids())
+
+
 def _expand(spec: SweepSpec) -> tuple[list[dict[str, Any]], list[Problem]]:
+    n = count_trials(spec)  # first: a huge grid is refused before anything walks it
+    if n > spec.max_trials:
+        return [], [Problem("grid" if spec.grid else "sample.num_samples",
+                            f"expands to {n:,} trials, more than max_trials ({spec.max_trials:,}); shrink it, or set "
+                            f"max_trials: {n} at the top of the file to run them all")]
     problems = _check_axes(spec)
     if problems:
         return [], problems

@@ -20,12 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
 from rdarts import keys, tune_trial
 from rdarts.config import SearchConfig
+from rdarts.errors import UserError
 from rdarts.search import DivergedError, Search, SearchResult
 
 DIVERGED_MARKER = "DIVERGED"
-"""Written to the trial folder when the search diverges: a retry fails at once instead of diverging again."""
+"""Written to the trial folder when the search diverges: a restart reports it again instead of diverging again."""
+DIVERGED, FAILED = "diverged", "failed"
+"""The search statuses of trials that ended without a genotype (``search_status``, ``results.csv``)."""
 
 
 def checkpoint_window(cfg: SearchConfig) -> int:
@@ -69,9 +74,19 @@ def _report(search: Search, record: dict[str, Any], staging_root: Path) -> None:
     tune_trial.prune(search.store, kept)  # the search folder needs no more than the reported window either
 
 
+def _report_end(epoch: int, status: str, message: str) -> None:
+    """The last report of a trial that cannot go on (no checkpoint: nothing to resume from it)."""
+    tune.report({keys.EPOCH: epoch, keys.EIGENVALUE: math.nan, keys.SEARCH_STATUS: status,
+                 keys.STOP_REASON: message, keys.RESULT_EPOCH: -1, keys.RESULT_GENOTYPE: ""})
+
+
 def run_trial(config: dict[str, Any], *, eigenvalue_fn: Callable[[int], float] | None = None,
-              after_report: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+              after_report: Callable[[dict[str, Any]], None] | None = None) -> SearchResult | None:
     """Run (or resume) the search of one trial; the body of ``search_trainable``.
+
+    A search that diverges (``DivergedError``) or cannot start (``UserError``: its data, its settings) ends with a
+    last report of status ``diverged`` or ``failed`` and the reason, and returns: Tune retries only what a retry
+    can fix (a lost worker, a crash), never these.
 
     Args:
         config: The Tune config, ``{"trial": one of SweepSpec.trials()}``: the search settings are
@@ -79,18 +94,33 @@ def run_trial(config: dict[str, Any], *, eigenvalue_fn: Callable[[int], float] |
         eigenvalue_fn: Replaces the Hessian measurement (``Search``'s test seam).
         after_report: Called with each record after it was reported (a test seam for killing a worker).
     """
-    cfg = SearchConfig.from_dict(config[keys.TRIAL]["search"])
     tune_trial.use_allocated_cpus()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one "Checkpoint created" per epoch
     # The search folder lives in the trial's node-local working dir; only what is reported as a checkpoint goes to
     # the sweep's storage.
     trial_dir = tune_trial.trial_dir()
     marker = trial_dir / DIVERGED_MARKER
-    if marker.is_file():
-        raise DivergedError(f"{marker.read_text()} (a retry from the last checkpoint would diverge again)")
+    if marker.is_file():  # restarted after a divergence (the report of it was lost): it would diverge again
+        epoch, message = marker.read_text().split("\n", 1)
+        _report_end(int(epoch), DIVERGED, message)
+        return None
     out_dir = trial_dir / "search"
-    tune_trial.restore_checkpoint(out_dir / "checkpoints")
-    search = Search(cfg, out_dir, eigenvalue_fn=eigenvalue_fn)
+    search: Search | None = None
+    try:
+        cfg = SearchConfig.from_dict(config[keys.TRIAL]["search"])
+        tune_trial.restore_checkpoint(out_dir / "checkpoints")
+        search = Search(cfg, out_dir, eigenvalue_fn=eigenvalue_fn)
+        return _run(search, trial_dir, after_report)
+    except DivergedError as e:
+        epoch = search.next_epoch if search is not None else 0
+        marker.write_text(f"{epoch}\n{e}")
+        _report_end(epoch, DIVERGED, str(e))
+    except UserError as e:
+        _report_end(search.next_epoch if search is not None else 0, FAILED, str(e))
+    return None
+
+
+def _run(search: Search, trial_dir: Path, after_report: Callable[[dict[str, Any]], None] | None) -> SearchResult:
     pending: list[dict[str, Any]] = []
     reported: list[int] = []
 
@@ -101,11 +131,7 @@ def run_trial(config: dict[str, Any], *, eigenvalue_fn: Callable[[int], float] |
         if after_report is not None:
             after_report(record)
 
-    try:
-        result = search.run(on_epoch=pending.append, on_checkpoint=on_checkpoint)
-    except DivergedError as e:
-        marker.write_text(str(e))
-        raise
+    result = search.run(on_epoch=pending.append, on_checkpoint=on_checkpoint)
     if not reported and search.records:
         # The checkpoint already held the finished search (the trial was restarted after its last report but
         # before Tune saw it end): report the last record again so the trial's last result is complete.

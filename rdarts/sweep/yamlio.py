@@ -44,10 +44,32 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 
 
+MAX_VALUES = 20_000
+"""Values a sweep file may hold once its YAML aliases are expanded (the paper's files hold about a hundred)."""
+
+
+def expanded_size(data: Any, limit: int = MAX_VALUES) -> int:
+    """The number of values in ``data`` with every alias expanded, counted up to just past ``limit``.
+
+    PyYAML builds an alias as the same object again, so a few kilobytes of nested aliases (a "billion laughs") are a
+    small object graph that expands to billions of values once the trials copy it; counting stops at the limit.
+    """
+    count, todo = 0, [data]
+    while todo and count <= limit:
+        item = todo.pop()
+        count += 1
+        if isinstance(item, dict):
+            todo += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            todo += item
+    return count
+
+
 def parse_yaml(text: str, source: str = "sweep") -> Any:
-    """Parse YAML text as plain data; syntax errors become a ``SweepError`` with line and column."""
+    """Parse YAML text as plain data; syntax errors become a ``SweepError`` with line and column, and a file whose
+    aliases expand to more than ``MAX_VALUES`` values is refused."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -55,6 +77,10 @@ def parse_yaml(text: str, source: str = "sweep") -> Any:
         raise SweepError([Problem("", f"YAML syntax error: {what}")], f"{source}{where}") from None
     except yaml.YAMLError as e:
         raise SweepError([Problem("", f"YAML error: {e}")], source) from None
+    if expanded_size(data) > MAX_VALUES:
+        raise SweepError([Problem("", f"its YAML aliases expand to more than {MAX_VALUES:,} values; a sweep file "
+                                      "needs far fewer: write the values out, or use grid: for combinations")], source)
+    return data
 
 
 def line_of(root: yaml.Node | None, path: str) -> int | None:
@@ -75,8 +101,6 @@ def line_of(root: yaml.Node | None, path: str) -> int | None:
             line = nxt.start_mark.line + 1
         node = nxt
     return line
-
-
 
 
 def compose(text: str) -> yaml.Node | None:
