@@ -12,15 +12,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rdarts.cli_args import Parser, dispatch
+from rdarts.cli_args import EXIT_CODES_HELP, Parser, dispatch
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import rdarts
     from rdarts import engine_cli
     from rdarts.reduce import cli as reduce_cli
     from rdarts.sweep import cli as sweep_cli
 
-    parser = Parser(prog="rdarts", description="RobustDARTS searches and sweeps.")
+    parser = Parser(prog="rdarts", description="RobustDARTS searches and sweeps.", epilog=EXIT_CODES_HELP)
+    parser.add_argument("--version", action="version", version=f"rdarts {rdarts.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     engine_cli.add_parser(sub)
     sweep_cli.add_parser(sub)

@@ -8,6 +8,7 @@ through here, so no sub-CLI imports the main one back.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -28,7 +29,12 @@ EXIT_CODES_HELP = ("exit codes: 0 all finished; 1 some trials failed or diverged
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but its errors are one line too (no usage dump), exit code 2."""
+    """argparse, but its errors are one line too (no usage dump), exit code 2, and no abbreviated flags (``--epoch``
+    is an error, not ``--epochs``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"rdarts: error: {message} (see '{self.prog} --help')\n")
@@ -57,9 +63,53 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # `rdarts sweep schema | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("rdarts: interrupted; the same command resumes where it stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UserError as e:
         print(f"rdarts: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except DivergedError as e:
         print(f"rdarts: {e}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, names: Sequence[str], *,
+                 required: Sequence[str] = ()) -> None:
+    """A ``--flag`` per dataclass field in ``names``, its type, choices, help and default taken from the field
+    (``rdarts.config.setting``): one home for every setting, shown in ``--help``."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in names:
+        f = fields[name]
+        rule, text = f.metadata.get("rule"), f.metadata.get("help", "")
+        kind = rule.kind if rule is not None else str
+        flag = "--" + name.replace("_", "-")
+        if name in required:
+            parser.add_argument(flag, required=True, dest=name, help=f"{text} (required)")
+            continue
+        shown = f"{text} (default: {_shown(f.default)})"
+        kwargs: dict[str, object] = {"dest": name, "default": f.default, "help": shown}
+        if kind is bool:
+            kwargs.update(type=boolean, nargs="?", const=True, metavar="BOOL")
+        else:
+            kwargs["type"] = kind
+            if rule is not None and rule.choices:
+                kwargs["choices"] = rule.choices
+        parser.add_argument(flag, **kwargs)  # type: ignore[arg-type]
+
+
+def settings_from(args: argparse.Namespace, names: Sequence[str]) -> dict[str, object]:
+    return {name: getattr(args, name) for name in names}

@@ -88,9 +88,14 @@ class Rule:
         return text + (" (or unset)" if self.optional else "")
 
 
-def setting(default: Any, rule: Rule) -> Any:
-    """A dataclass field with its rule (``check`` reads it)."""
-    return field(default=default, metadata={"rule": rule})
+def setting(default: Any, rule: Rule | None, help: str = "") -> Any:
+    """A dataclass field with its rule (``check`` applies it) and a line of help (the CLI and the sweep schema)."""
+    return field(default=default, metadata={"rule": rule, "help": help})
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help line of a setting."""
+    return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("help", ""))
 
 
 POSITIVE, FRACTION = Rule(int, low=1), Rule(float, low=0, high=1)
@@ -133,64 +138,63 @@ def _without(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SearchConfig:
     # what to search
-    space: str = "s1"
-    space_ops: dict[str, Any] | None = None
-    """A user's own space: ``{"normal": [...], "reduce": [...]}`` with one op list or one list per edge."""
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    download: bool = setting(False, FLAG)
-    n_train: int | None = setting(None, Rule(int, low=4, optional=True))
-    """Training-split examples used (the first ones); half train the weights, half α. All when unset."""
-    image_size: int | None = setting(None, IMAGE_SIZE)
-    # supernet
-    layers: int = setting(8, Rule(int, low=3, high=64, high_open=False))
-    """At least 3: with fewer, both reduction slots (layers//3, 2*layers//3) cover every cell, so the normal cell's
-    α would never enter the graph."""
-    channels: int = setting(16, CHANNELS)
-    nodes: int = setting(4, Rule(int, low=1, high=8, high_open=False))
+    space: str = setting("s1", Rule(str), "search space: darts, s1, s2, s3, s4 (or a name for space_ops)")
+    space_ops: dict[str, Any] | None = setting(None, None, "a space of your own: {normal: [ops], reduce: [ops]}, "
+                                                         "one op list or one per edge")
+    dataset: str = setting("cifar10", Rule(str), "cifar10, cifar100, svhn, fashion-mnist, digits")
+    data_root: str | None = setting(None, Rule(str, optional=True), "folder holding the dataset (torchvision layout)")
+    download: bool = setting(False, FLAG, "download the dataset into data_root when it is missing")
+    n_train: int | None = setting(None, Rule(int, low=4, optional=True), "training-split images used (the first "
+                                  "ones), split 50/50 into the weights' and α's halves; unset: all")
+    image_size: int | None = setting(None, IMAGE_SIZE, "resize images to this side; unset: as stored")
+    # supernet (at least 3 cells: with fewer, both reduction slots layers//3 and 2*layers//3 cover every cell and
+    # the normal cell's α never enters the graph)
+    layers: int = setting(8, Rule(int, low=3, high=64, high_open=False), "cells of the supernet")
+    channels: int = setting(16, CHANNELS, "initial channels (even)")
+    nodes: int = setting(4, Rule(int, low=1, high=8, high_open=False), "intermediate nodes per cell")
     # optimisation
-    epochs: int = setting(50, POSITIVE)
-    batch_size: int = setting(64, BATCH)
-    order: str = setting("second", Rule(str, choices=ORDERS))
-    lr: float = setting(0.025, NON_NEGATIVE)
-    lr_min: float = setting(0.001, NON_NEGATIVE)
-    momentum: float = setting(0.9, NON_NEGATIVE)
-    weight_decay: float = setting(3e-4, NON_NEGATIVE)
-    grad_clip: float = setting(5.0, NON_NEGATIVE)
-    arch_lr: float = setting(3e-4, NON_NEGATIVE)
-    arch_weight_decay: float = setting(1e-3, NON_NEGATIVE)
+    epochs: int = setting(50, POSITIVE, "search epochs")
+    batch_size: int = setting(64, BATCH, "batch size of both halves")
+    order: str = setting("second", Rule(str, choices=ORDERS), "the α gradient: first or second order (unrolled)")
+    lr: float = setting(0.025, NON_NEGATIVE, "SGD learning rate of the weights (cosine to lr_min)")
+    lr_min: float = setting(0.001, NON_NEGATIVE, "final learning rate of the cosine schedule")
+    momentum: float = setting(0.9, NON_NEGATIVE, "SGD momentum")
+    weight_decay: float = setting(3e-4, NON_NEGATIVE, "L2 on the weights: the regulariser of R-DARTS(L2)")
+    grad_clip: float = setting(5.0, NON_NEGATIVE, "gradient norm clip of the weights")
+    arch_lr: float = setting(3e-4, NON_NEGATIVE, "Adam learning rate of α")
+    arch_weight_decay: float = setting(1e-3, NON_NEGATIVE, "Adam weight decay of α (also inside the Hessian)")
     # regularisation
-    augment: bool = setting(True, FLAG)
-    """Random crop and horizontal flip on the search's batches (the reference's training transform, applied to both
-    halves); one of the inner-objective regularisers the paper studies."""
-    drop_path: float = setting(0.0, FRACTION)
-    cutout: bool | None = setting(None, Rule(bool, optional=True))
-    """``None``: on exactly when drop_path > 0 (the reference)."""
-    cutout_length: int | None = setting(None, Rule(int, low=1, optional=True))
+    augment: bool = setting(True, FLAG, "random crop and flip on the search's batches (an inner-objective "
+                            "regulariser the paper studies)")
+    drop_path: float = setting(0.0, FRACTION, "scheduled drop path on whole edges, ramped from 0: R-DARTS(DP)")
+    cutout: bool | None = setting(None, Rule(bool, optional=True), "cutout; unset: on exactly when drop_path > 0, "
+                                  "as the reference")
+    cutout_length: int | None = setting(None, Rule(int, low=1, optional=True), "cutout square side; unset: half "
+                                        "the image side")
     # eigenvalue tracking and early stopping
-    ev_every: int = setting(REFERENCE_CODE.ev_every, POSITIVE)
-    hessian_batches: int = setting(1, Rule(int, low=1, high=1024, high_open=False))
-    hessian_tol: float = setting(1e-4, NON_NEGATIVE)
-    hessian_max_iter: int = setting(100, POSITIVE)
-    early_stop: str = setting("off", Rule(str, choices=EARLY_STOP_MODES))
-    es_window: int = setting(REFERENCE_CODE.window, POSITIVE)
-    es_delta: int = setting(REFERENCE_CODE.delta, POSITIVE)
-    es_factor: float = setting(REFERENCE_CODE.factor, GREATER_THAN_ONE)
-    es_start_epoch: int = setting(REFERENCE_CODE.start_epoch, Rule(int, low=0))
-    ada_mul_factor: float = setting(10.0, GREATER_THAN_ONE)
-    ada_max_weight_decay: float = setting(3e-2, NON_NEGATIVE)
+    ev_every: int = setting(REFERENCE_CODE.ev_every, POSITIVE, "epochs between λ_max measurements (and the last)")
+    hessian_batches: int = setting(1, Rule(int, low=1, high=1024, high_open=False), "validation batches per "
+                                   "λ_max measurement")
+    hessian_tol: float = setting(1e-4, NON_NEGATIVE, "relative tolerance of λ_max (Lanczos)")
+    hessian_max_iter: int = setting(100, POSITIVE, "most Hessian-vector products per measurement")
+    early_stop: str = setting("off", Rule(str, choices=EARLY_STOP_MODES), "off, es (DARTS-ES) or ada (DARTS-ADA)")
+    es_window: int = setting(REFERENCE_CODE.window, POSITIVE, "DARTS-ES: evaluations per local average")
+    es_delta: int = setting(REFERENCE_CODE.delta, POSITIVE, "DARTS-ES: local averages the ratio looks back")
+    es_factor: float = setting(REFERENCE_CODE.factor, GREATER_THAN_ONE, "DARTS-ES: stop when the ratio exceeds it")
+    es_start_epoch: int = setting(REFERENCE_CODE.start_epoch, Rule(int, low=0), "DARTS-ES: earliest epoch kept")
+    ada_mul_factor: float = setting(10.0, GREATER_THAN_ONE, "DARTS-ADA: weight decay multiplier per rollback")
+    ada_max_weight_decay: float = setting(3e-2, NON_NEGATIVE, "DARTS-ADA: no rollback beyond this weight decay")
     # run
-    seed: int = setting(1, Rule(int))
-    device: str = "auto"
-    amp: bool = setting(False, FLAG)
-    """bf16 autocast for the training passes on CUDA (never for the Hessian). Off by default: the reference is fp32
-    throughout, and on a small supernet bf16 changed the second-order α gradient by ~30 % (cosine 0.95)."""
-    channels_last: bool = setting(False, FLAG)
-    valid_batches: int | None = setting(None, Rule(int, low=1, optional=True))
-    """Cap on the batches of the per-epoch validation pass (all when unset)."""
-    valid_augment: bool = setting(True, FLAG)
-    """The per-epoch validation pass (eval mode) sees the search's training transform, as the reference's
-    ``valid_queue`` does (crop, flip, cutout when on); False: normalisation only."""
+    seed: int = setting(1, Rule(int), "random seed")
+    device: str = setting("auto", Rule(str), "auto, cpu, cuda, cuda:N")
+    # bf16 off by default: the reference is fp32 throughout, and on a small supernet bf16 changed the second-order
+    # α gradient by ~30 % (cosine 0.95)
+    amp: bool = setting(False, FLAG, "bf16 autocast for the training passes on CUDA (never for the Hessian)")
+    channels_last: bool = setting(False, FLAG, "channels_last memory format on CUDA")
+    valid_batches: int | None = setting(None, Rule(int, low=1, optional=True), "cap on the batches of the "
+                                        "per-epoch validation pass; unset: all")
+    valid_augment: bool = setting(True, FLAG, "the per-epoch validation pass sees the training transform, as the "
+                                  "reference's valid_queue (false: normalisation only)")
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form labels carried into the results (e.g. a sweep's trial name); not used by the search."""
 
@@ -240,41 +244,39 @@ class RetrainConfig:
     """The settings of one retraining run (``rdarts retrain``, the reducer's jobs)."""
 
     # data
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    download: bool = setting(False, FLAG)
-    n_train: int | None = setting(None, Rule(int, low=2, optional=True))
-    """Training examples used (the first ones, validation split included); all when unset."""
-    n_test: int | None = setting(None, Rule(int, low=1, optional=True))
-    """Test examples evaluated (the first ones); all when unset."""
-    image_size: int | None = setting(None, IMAGE_SIZE)
-    valid_fraction: float = setting(0.0, FRACTION)
-    """Share of the training examples held out, from their end, as a validation split for selection; 0 = none."""
+    dataset: str = setting("cifar10", Rule(str), "cifar10, cifar100, svhn, fashion-mnist, digits")
+    data_root: str | None = setting(None, Rule(str, optional=True), "folder holding the dataset")
+    download: bool = setting(False, FLAG, "download the dataset into data_root when it is missing")
+    n_train: int | None = setting(None, Rule(int, low=2, optional=True), "training images used (the first ones, "
+                                  "the validation split included); unset: all")
+    n_test: int | None = setting(None, Rule(int, low=1, optional=True), "test images evaluated; unset: all")
+    image_size: int | None = setting(None, IMAGE_SIZE, "resize images to this side; unset: as stored")
+    valid_fraction: float = setting(0.0, FRACTION, "share of the training images held out (from their end) as a "
+                                    "validation split for selection; 0: none")
     # network
-    layers: int | None = setting(None, Rule(int, low=1, high=64, high_open=False, optional=True))
-    """Cells; unset: the published protocol's for the dataset (``PROTOCOL_SIZES``: 20 on CIFAR-10, else 8)."""
-    channels: int | None = setting(None, Rule(int, low=1, high=4096, high_open=False, optional=True))
-    """Initial channels; unset: the protocol's (36 on CIFAR-10, else 16)."""
-    auxiliary: bool = setting(True, FLAG)
-    auxiliary_weight: float = setting(0.4, NON_NEGATIVE)
+    layers: int | None = setting(None, Rule(int, low=1, high=64, high_open=False, optional=True), "cells; unset: "
+                                 "the published protocol's for the dataset (20 on CIFAR-10, else 8)")
+    channels: int | None = setting(None, Rule(int, low=1, high=4096, high_open=False, optional=True), "initial "
+                                   "channels; unset: the protocol's (36 on CIFAR-10, else 16)")
+    auxiliary: bool = setting(True, FLAG, "the auxiliary head after the second reduction cell")
+    auxiliary_weight: float = setting(0.4, NON_NEGATIVE, "weight of the auxiliary head's loss")
     # optimisation
-    epochs: int = setting(600, POSITIVE)
-    batch_size: int = setting(96, Rule(int, low=2, high=65536, high_open=False))
-    """At least 2: BN in training mode needs two samples."""
-    lr: float = setting(0.025, Rule(float, low=0, low_open=True))
-    momentum: float = setting(0.9, FRACTION)
-    weight_decay: float = setting(3e-4, NON_NEGATIVE)
-    grad_clip: float = setting(5.0, Rule(float, low=0, low_open=True))
+    epochs: int = setting(600, POSITIVE, "training epochs")
+    batch_size: int = setting(96, Rule(int, low=2, high=65536, high_open=False), "batch size (at least 2: BN in "
+                              "training mode needs two samples)")
+    lr: float = setting(0.025, Rule(float, low=0, low_open=True), "SGD learning rate (cosine to 0)")
+    momentum: float = setting(0.9, FRACTION, "SGD momentum")
+    weight_decay: float = setting(3e-4, NON_NEGATIVE, "weight decay")
+    grad_clip: float = setting(5.0, Rule(float, low=0, low_open=True), "gradient norm clip")
     # regularisation
-    drop_path: float = setting(0.2, FRACTION)
-    cutout: bool = setting(True, FLAG)
-    cutout_length: int | None = setting(None, Rule(int, low=1, optional=True))
-    """Side of the Cutout square; unset: half the image side (the reference's 16 at 32 px), resolved on creation."""
+    drop_path: float = setting(0.2, FRACTION, "drop path, ramped as dp * epoch / epochs")
+    cutout: bool = setting(True, FLAG, "cutout")
+    cutout_length: int | None = setting(None, Rule(int, low=1, optional=True), "cutout square side; unset: half "
+                                        "the image side (the reference's 16 at 32 px)")
     # run
-    seed: int = setting(1, Rule(int, low=0))
-    device: str = "auto"
-    amp: bool = setting(False, FLAG)
-    """bf16 autocast on CUDA (ignored on CPU); off by default, as the reference trains in fp32."""
+    seed: int = setting(1, Rule(int, low=0), "random seed")
+    device: str = setting("auto", Rule(str), "auto, cpu, cuda, cuda:N")
+    amp: bool = setting(False, FLAG, "bf16 autocast on CUDA (ignored on CPU; off: the reference trains in fp32)")
 
     def __post_init__(self) -> None:
         check(self)

@@ -7,66 +7,65 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from rdarts.cli_args import EXIT_INTERRUPTED, boolean, positive
-from rdarts.config import SearchConfig
+from rdarts.cli_args import EXIT_INTERRUPTED, add_settings, settings_from
+from rdarts.config import RetrainConfig, SearchConfig
 from rdarts.errors import UserError
+from rdarts.stopping import PRESETS
+
+PRESET_FIELDS = ("es_window", "es_delta", "es_factor", "es_start_epoch")
+SEARCH_FLAGS = tuple(f.name for f in dataclasses.fields(SearchConfig)
+                     if f.name not in ("space_ops", "extra", *PRESET_FIELDS))
+RETRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(RetrainConfig))
+# A second-order search step of the reference supernet (8 cells x 16 channels, batch 64, 32 px), measured on the
+# 2-core CPU machine of README "Measured": the scale of the warning about full-size searches on a CPU.
+REFERENCE_CPU_STEP_S = 4.72
+FIRST_ORDER_SHARE = 1.68 / 4.72
+WARN_CPU_HOURS = 1.0
 
 
 def _add_search_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="run one RobustDARTS search", description="Run one RobustDARTS search "
                        "(defaults: the reference's settings). Run again with the same --out to resume.")
-    a = p.add_argument
-    a("--space", default="s1", help="darts, s1, s2, s3, s4 (default: s1)")
-    a("--dataset", default="cifar10", help="cifar10, cifar100, svhn, fashion-mnist, digits (default: cifar10)")
-    a("--data-root", default=None, help="folder holding the dataset (torchvision layout)")
-    a("--download", action="store_true", help="download the dataset into --data-root if missing")
-    a("--epochs", type=int, default=50)
-    a("--layers", type=int, default=8, help="cells in the supernet (default: 8)")
-    a("--channels", type=int, default=16, help="initial channels (default: 16)")
-    a("--nodes", type=int, default=4, help="intermediate nodes per cell (default: 4)")
-    a("--batch-size", type=int, default=64)
-    a("--n-train", type=int, default=None, help="training examples used, split 50/50 for w and α (default: all)")
-    a("--image-size", type=int, default=None, help="resize images to this side (default: as stored)")
-    a("--order", choices=("first", "second"), default="second")
-    a("--lr", type=float, default=0.025)
-    a("--weight-decay", type=float, default=3e-4)
-    a("--drop-path", type=float, default=0.0, help="scheduled drop path, ramped from 0 (cutout on when > 0)")
-    a("--cutout", type=boolean, default=None, help="force cutout on/off (default: on iff --drop-path > 0)")
-    a("--augment", type=boolean, default=True, help="random crop and flip on the search's batches (default: true, "
-      "as the reference)")
-    a("--early-stop", choices=("off", "es", "ada"), default="off")
-    a("--ev-every", type=int, default=2, help="epochs between Hessian eigenvalues (default: 2; the last epoch too)")
-    a("--hessian-batches", type=int, default=1, help="validation batches per λ_max (default: 1, as the reference)")
-    a("--es-preset", choices=("reference", "paper"), default="reference",
-      help="DARTS-ES constants: the released code's (default) or the paper's")
-    a("--seed", type=int, default=1)
-    a("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    a("--amp", type=boolean, default=False, help="bf16 autocast for the training passes on CUDA (default: false; "
-      "the reference is fp32)")
-    a("--out", type=Path, default=None, help="output folder (default: runs/<space>-<dataset>-seed<seed>)")
-    a("--no-progress", action="store_true", help="no progress bar")
+    add_settings(p, SearchConfig, SEARCH_FLAGS)
+    p.add_argument("--es-preset", choices=tuple(PRESETS), default="reference",
+                   help="DARTS-ES constants: the released code's, or the paper's wording (default: reference)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<space>-<dataset>-seed<seed>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     p.set_defaults(func=_cmd_search)
 
 
 def _search_config(args: argparse.Namespace) -> SearchConfig:
-    from rdarts.stopping import PRESETS
-
     rule = PRESETS[args.es_preset]
-    ev_every = args.ev_every if args.es_preset == "reference" else rule.ev_every
-    return SearchConfig(
-        space=args.space, dataset=args.dataset, data_root=args.data_root, download=args.download,
-        n_train=args.n_train, image_size=args.image_size, layers=args.layers, channels=args.channels,
-        nodes=args.nodes, epochs=args.epochs, batch_size=args.batch_size, order=args.order, lr=args.lr,
-        weight_decay=args.weight_decay, drop_path=args.drop_path, cutout=args.cutout, augment=args.augment,
-        hessian_batches=args.hessian_batches, amp=args.amp, ev_every=ev_every,
-        early_stop=args.early_stop, es_window=rule.window, es_delta=rule.delta, es_factor=rule.factor,
-        es_start_epoch=rule.start_epoch, seed=args.seed, device=args.device,
-    )
+    values = settings_from(args, SEARCH_FLAGS)
+    if args.es_preset != "reference":
+        values["ev_every"] = rule.ev_every
+    return SearchConfig(**values, es_window=rule.window, es_delta=rule.delta, es_factor=rule.factor,
+                        es_start_epoch=rule.start_epoch)
+
+
+def cpu_hours(cfg: SearchConfig, n_images: int) -> float:
+    """About how long ``cfg`` takes on a 2-core CPU (scaled from the reference step time)."""
+    size = (cfg.layers / 8) * (cfg.channels / 16) ** 2 * ((cfg.image_size or 32) / 32) ** 2 * (cfg.batch_size / 64)
+    step = REFERENCE_CPU_STEP_S * size * (FIRST_ORDER_SHARE if cfg.order == "first" else 1.0)
+    steps = max(1, (cfg.n_train or n_images) // 2 // cfg.batch_size) * cfg.epochs
+    return step * steps / 3600
+
+
+def _warn_if_long(search: Any) -> None:
+    cfg = search.cfg
+    hours = cpu_hours(cfg, len(search.data.labels))
+    if search.device.type == "cpu" and hours > WARN_CPU_HOURS:
+        print(f"warning: this search runs on the CPU and needs about {hours:.0f} h here ({cfg.layers} cells x "
+              f"{cfg.channels} channels, {cfg.n_train or len(search.data.labels)} images, {cfg.epochs} epochs, "
+              f"{cfg.order} order; estimated from a measured reference step). For a quick look make it small, e.g. "
+              "--n-train 1024 --image-size 16 --layers 3 --channels 8 --epochs 4 --order first; Ctrl-C stops it "
+              "and the same command resumes it.", file=sys.stderr)
 
 
 def _fmt(value: float) -> str:
@@ -80,12 +79,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     cfg = _search_config(args)
     out = args.out or Path("runs") / f"{cfg.space}-{cfg.dataset}-seed{cfg.seed}"
     search = Search(cfg, out, progress=not args.no_progress)
+    _warn_if_long(search)
     if search.resume():
         print(f"resuming {out} from epoch {search.next_epoch} ({search.status})", file=sys.stderr)
 
     def on_epoch(record: dict[str, Any]) -> None:
         write_epochs(out, search.records)
-        event = f"  [{record['event']} -> keep epoch {record['stop_epoch']}]" if record["event"] else ""
+        event = f"  [{record['event']} -> keep epoch {record['target_epoch']}]" if record["event"] else ""
         print(f"epoch {record['epoch']:3d}  train_acc {record['train_acc']:.3f}  valid_acc {record['valid_acc']:.3f}  "
               f"λ_max {_fmt(record['dominant_eigenvalue'])}  ratio {_fmt(record['eigenvalue_ratio'])}  "
               f"param-free {record['param_free_share']:.2f}  wd {record['weight_decay']:.1e}{event}", file=sys.stderr)
@@ -105,7 +105,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from rdarts.config import ConfigError, RetrainConfig
+    from rdarts.config import ConfigError
     from rdarts.retrain import retrain
     from rdarts.spaces import Genotype
 
@@ -117,17 +117,8 @@ def _retrain(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise UserError(f"{path}: not a genotype JSON ({e}); expected {{\"normal\": [[op, input], ...], "
                         "\"normal_concat\": [...], \"reduce\": [...], \"reduce_concat\": [...]}") from None
-    overrides = {k: v for k, v in {
-        "epochs": args.epochs, "layers": args.layers, "channels": args.channels, "batch_size": args.batch_size,
-        "n_train": args.n_train, "n_test": args.n_test, "image_size": args.image_size, "seed": args.seed,
-        "device": args.device, "data_root": args.data_root, "valid_fraction": args.valid_fraction,
-        "drop_path": args.drop_path, "lr": args.lr}.items() if v is not None}
-    # Cutout of half the image side (the reference's 16 px at 32 px) unless given: valid at every image size.
-    overrides["cutout_length"] = args.cutout_length
-    if args.download:
-        overrides["download"] = True
     try:
-        cfg = RetrainConfig.protocol_defaults(args.dataset, **overrides)
+        cfg = RetrainConfig(**settings_from(args, RETRAIN_FLAGS))
     except ConfigError as e:
         raise UserError(str(e)) from None
     out = args.out or Path("runs") / f"retrain-{args.dataset}-{path.stem}-seed{cfg.seed}"
@@ -147,28 +138,12 @@ def _retrain(args: argparse.Namespace) -> int:
 
 def _add_retrain(sub: Any) -> None:
     p = sub.add_parser("retrain", help="retrain a genotype from scratch and report its test error",
-                       description="Retrain GENOTYPE.json (defaults: the published protocol for the dataset). "
-                                   "Run again with the same --out to resume.")
-    a = p.add_argument
-    a("genotype", help="a genotype.json (as written by 'rdarts search' or 'rdarts reduce')")
-    a("--dataset", required=True, help="cifar10, cifar100, svhn, fashion-mnist, digits")
-    a("--data-root", help="folder holding the dataset")
-    a("--download", action="store_true", help="download the dataset into --data-root if missing")
-    a("--epochs", type=positive)
-    a("--layers", type=positive)
-    a("--channels", type=positive)
-    a("--batch-size", type=positive)
-    a("--n-train", type=positive, help="training examples used (default: all)")
-    a("--n-test", type=positive, help="test examples evaluated (default: all)")
-    a("--image-size", type=positive)
-    a("--valid-fraction", type=float, help="share of training examples held out for validation (default: 0)")
-    a("--drop-path", type=float)
-    a("--cutout-length", type=positive, help="cutout square side (default: half the image side)")
-    a("--lr", type=float)
-    a("--seed", type=int)
-    a("--device", help="auto, cpu, cuda, cuda:N")
-    a("--out", type=Path, help="output folder (default: runs/retrain-<dataset>-<file>-seed<seed>)")
-    a("--no-progress", action="store_true")
+                       description="Retrain GENOTYPE.json (defaults: the reference's protocol, at the published "
+                                   "network size for the dataset). Run again with the same --out to resume.")
+    p.add_argument("genotype", help="a genotype.json (as written by 'rdarts search' or 'rdarts reduce')")
+    add_settings(p, RetrainConfig, RETRAIN_FLAGS, required=("dataset",))
+    p.add_argument("--out", type=Path, help="output folder (default: runs/retrain-<dataset>-<file>-seed<seed>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     p.set_defaults(func=_retrain)
 
 

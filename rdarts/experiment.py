@@ -86,13 +86,23 @@ def joins_cluster(address: str | None) -> bool:
     return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
-def init_ray(address: str | None = None, **local: Any) -> None:
+def quiet_logs(verbose: bool) -> None:
+    """Ray Tune's and MLflow's INFO lines (each checkpoint, each state file written) only with ``--verbose``."""
+    import logging
+
+    for name in ("ray.tune", "ray.train", "ray.air", "mlflow"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def init_ray(address: str | None = None, *, verbose: bool = False, **local: Any) -> None:
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``, as inside a Ray Job), else start a new Ray here.
 
     Without an address a new local instance is started even if ``ray start`` runs on this machine: joining it
     takes ``--address auto``. A local instance uses token authentication, listens on 127.0.0.1 only and keeps its
-    session files in ``private_temp_dir()``.
+    session files in ``private_temp_dir()``. The trials' own output reaches this terminal only with ``verbose``
+    (their results and errors come back through Tune either way).
     """
+    quiet_logs(verbose)
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
     joining = joins_cluster(address)
@@ -104,7 +114,7 @@ def init_ray(address: str | None = None, **local: Any) -> None:
     if ray.is_initialized():
         return
     if joining:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=verbose)
         return
     from ray._private import ray_constants
     from ray._raylet import Config
@@ -114,4 +124,4 @@ def init_ray(address: str | None = None, **local: Any) -> None:
     Config.initialize("")
     temp_dir = str(private_temp_dir() / "ray")
     ray.init(**{"address": "local", "include_dashboard": False, "_node_ip_address": "127.0.0.1",
-                "_temp_dir": temp_dir, **local})
+                "_temp_dir": temp_dir, "log_to_driver": verbose, **local})

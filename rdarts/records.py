@@ -40,7 +40,8 @@ class EpochRecord:
     hessian_time_s: float
     event: str = ""
     """``es_stop``, ``ada_rollback`` or ``ada_ignored`` on the epoch where the ES rule fired."""
-    stop_epoch: int = -1
+    target_epoch: int = -1
+    """On an event, the epoch the DARTS-ES rule points back to (ES keeps its genotype, ADA rolls back to it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,15 +50,17 @@ class EpochRecord:
 @dataclass(frozen=True)
 class SearchResult:
     genotype: Genotype
-    """The architecture the search returns: the stop epoch's for ES, the last epoch's otherwise."""
+    """The architecture the search returns: the rule's target epoch's for ES, the last epoch's otherwise."""
     genotype_epoch: int
+    """The epoch whose genotype is returned (``kept_epoch`` in the sweep's tables)."""
     stop_epoch: int | None
+    """The epoch after which DARTS-ES stopped the search (where it fired); ``None`` when it ran to the end."""
     status: str
     """``finished``, ``es_stopped``."""
     records: list[dict[str, Any]]
 
 
 def numeric_fields() -> tuple[str, ...]:
-    """The record's per-epoch numbers (``epoch`` and ``stop_epoch`` aside): the metrics logged with step = epoch."""
+    """The record's per-epoch numbers (``epoch`` and ``target_epoch`` aside): the metrics logged with step = epoch."""
     return tuple(f.name for f in dataclasses.fields(EpochRecord)
-                 if f.type in ("float", "int") and f.name not in ("epoch", "stop_epoch"))
+                 if f.type in ("float", "int") and f.name not in ("epoch", "target_epoch"))

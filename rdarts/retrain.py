@@ -13,11 +13,9 @@ ends exactly as an uninterrupted one (on CPU).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from rdarts.device import resolve_device
 from rdarts.errors import DivergedError
 from rdarts.network import Network, count_parameters
 from rdarts.regularization import cosine_lr
+from rdarts.resumable import autocast, check_settings, restore_rng, rng_state, settings_stamp
 from rdarts.spaces import Genotype
 
 
@@ -122,11 +121,6 @@ class Retrain:
         self.next_epoch = 0
         self.history: list[dict[str, Any]] = []
 
-    def _autocast(self) -> AbstractContextManager[object]:
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
     # ----------------------------------------------------------------------------------------------- one epoch
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         cfg = self.cfg
@@ -143,7 +137,7 @@ class Retrain:
         for step, idx in enumerate(bar):
             idx = idx.to(self.device)
             x, y = aug(self.x_train[idx], self.generator), self.y_train[idx]
-            with self._autocast():
+            with autocast(self.cfg.amp, self.device):
                 logits, logits_aux = self.model(x)
                 loss = F.cross_entropy(logits, y)
                 if logits_aux is not None:
@@ -173,7 +167,7 @@ class Retrain:
         bs = max(self.cfg.batch_size, 256)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for start in range(0, len(y_all), bs):
-            with self._autocast():
+            with autocast(self.cfg.amp, self.device):
                 logits, _ = self.model(aug(x_all[start:start + bs], self.generator))
             correct += (logits.argmax(-1) == y_all[start:start + bs]).sum()
         self.model.train()
@@ -198,34 +192,23 @@ class Retrain:
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "format": 1,
-            "config": json.dumps(self.cfg.result_affecting(), sort_keys=True),
+            "config": settings_stamp(self.cfg.result_affecting()),
             "genotype": self.genotype.to_json(),
             "next_epoch": self.next_epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "data_rng": self.generator.get_state(),
+            **rng_state(self.generator, self.device),
             "history": self.history,
         }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine, theirs = self.cfg.result_affecting(), json.loads(state["config"])
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if Genotype.from_json(state["genotype"]) != self.genotype:
-            diff.append("genotype")
-        if diff:
-            raise ConfigError(f"the checkpoint was written with other settings ({', '.join(diff)}); "
-                              "use a new output folder, or the settings it was started with")
+        other_genotype = Genotype.from_json(state["genotype"]) != self.genotype
+        check_settings(self.cfg.result_affecting(), state, also_differ=["genotype"] if other_genotype else [])
         self.next_epoch = int(state["next_epoch"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        self.generator.set_state(state["data_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        restore_rng(state, self.generator, self.device)
         self.history = list(state["history"])
 
     # ----------------------------------------------------------------------------------------------- the loop

@@ -26,8 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,33 +39,16 @@ from rdarts.checkpoint import CheckpointStore
 from rdarts.config import ConfigError, SearchConfig
 from rdarts.data import Augment, ImageData, load_dataset
 from rdarts.device import resolve_device
+from rdarts.eigen_tracking import alpha_entropy, dominant_alpha_eigenvalue
 from rdarts.errors import DivergedError
-from rdarts.hessian import hvp_fn, lanczos
 from rdarts.records import EpochRecord, SearchResult
 from rdarts.regularization import ada_next_weight_decay, cosine_lr, cutout_enabled, drop_path_prob
+from rdarts.resumable import autocast, check_settings, restore_rng, rng_state, settings_stamp
 from rdarts.spaces import Genotype
-from rdarts.stopping import es_stop_epoch, local_averages
+from rdarts.stopping import newest_ratio, stop_event
 from rdarts.supernet import Supernet
 
 __all__ = ["DivergedError", "EpochRecord", "Search", "SearchResult", "resolve_device", "run_search"]
-
-
-@contextmanager
-def _saved_bn_buffers(model: torch.nn.Module) -> Iterator[None]:
-    """A train-mode measurement must not move the BN running statistics of the search."""
-    saved = {n: b.clone() for n, b in model.named_buffers()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for n, b in model.named_buffers():
-                b.copy_(saved[n])
-
-
-def alpha_entropy(weights: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Mean entropy of the per-edge op distributions (falls as the search commits to ops)."""
-    ents = [-(w * w.clamp_min(1e-12).log()).sum(-1) for w in weights]
-    return float(torch.cat(ents).mean())
 
 
 class Search:
@@ -106,7 +88,7 @@ class Search:
         self.w_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)
         self.architect = Architect(self.model, self.w_optimizer, order=cfg.order, lr=cfg.arch_lr,
-                                   weight_decay=cfg.arch_weight_decay, autocast=self._autocast())
+                                   weight_decay=cfg.arch_weight_decay, autocast=autocast(cfg.amp, self.device))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # Mutable search state (all of it goes into the checkpoint).
         self.next_epoch = 0
@@ -116,19 +98,11 @@ class Search:
         self.genotypes: dict[int, str] = {}
         self.records: list[dict[str, Any]] = []
         self.status = "running"
-        self.stop_epoch: int | None = None
+        self.kept_epoch: int | None = None  # DARTS-ES: the epoch whose genotype is returned
+        self.stop_epoch: int | None = None  # DARTS-ES: the epoch after which it stopped
         self._last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------------------------------------- helpers
-    def _autocast(self) -> AbstractContextManager[object] | None:
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return None
-
-    def _ac(self) -> AbstractContextManager[object]:
-        ac = self._autocast()
-        return ac if ac is not None else nullcontext()
-
     def _augment(self) -> Augment:
         """The search's training transform (crop and flip when ``augment``, cutout by the reference's rule)."""
         cutout = cutout_enabled(self.cfg.cutout, self.cfg.drop_path)
@@ -168,7 +142,7 @@ class Search:
             xv, yv = self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]
             self.architect.step((x, y), (xv, yv), lr, self.weight_decay)
             self.w_optimizer.zero_grad(set_to_none=True)
-            with self._ac():
+            with autocast(self.cfg.amp, self.device):
                 logits = self.model(x)
                 loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
@@ -202,7 +176,7 @@ class Search:
                 break
             x = self._to_input(aug(self.x_val[start:start + bs], gen))
             y = self.y_val[start:start + bs]
-            with self._ac():
+            with autocast(self.cfg.amp, self.device):
                 logits = self.model(x)
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
@@ -220,69 +194,45 @@ class Search:
         for _ in range(self.cfg.hessian_batches - 1):
             vidx = torch.randperm(len(self.y_val), generator=self.generator)[: self.cfg.batch_size].to(self.device)
             batches.append((self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]))
-        alphas = self.model.arch_parameters()
-        wd = self.cfg.arch_weight_decay
-
-        def loss_fn() -> torch.Tensor:
-            loss = sum(F.cross_entropy(self.model(x), y) for x, y in batches) / len(batches)
-            return loss + 0.5 * wd * sum((a * a).sum() for a in alphas)  # type: ignore[return-value]
-
-        self.model.train()
-        # The weights keep requires_grad: freezing them shrinks the graph but, measured at the reference's size on
-        # CPU (benchmarks/bench_engine.py), made each Hessian-vector product about 2.6x slower.
-        with _saved_bn_buffers(self.model):
-            matvec = hvp_fn(loss_fn(), alphas)
-            n = sum(a.numel() for a in alphas)
-            gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-            try:
-                res = lanczos(matvec, n, tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter,
-                              generator=gen, device=self.device)
-            except torch.linalg.LinAlgError as e:  # NaN/inf Hessian-vector products
-                raise DivergedError(f"diverged: the Hessian eigenvalue solve failed at epoch {epoch} ({e})") from None
-        return res.eigenvalues[0], res.iterations
+        return dominant_alpha_eigenvalue(
+            self.model, self.model.arch_parameters(), batches, arch_weight_decay=self.cfg.arch_weight_decay,
+            tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter, epoch=epoch,
+            generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "format": 1,
-            "config": json.dumps(self.cfg.result_affecting(), sort_keys=True),
+            "config": settings_stamp(self.cfg.result_affecting()),
             "next_epoch": self.next_epoch,
             "model": self.model.state_dict(),
             "w_optimizer": self.w_optimizer.state_dict(),
             "a_optimizer": self.architect.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "data_rng": self.generator.get_state(),
+            **rng_state(self.generator, self.device),
             "history": [[e, v] for e, v in sorted(self.history.items())],
             "genotypes": [[e, g] for e, g in sorted(self.genotypes.items())],
             "weight_decay": self.weight_decay,
             "ada_round": self.ada_round,
             "status": self.status,
+            "kept_epoch": -1 if self.kept_epoch is None else self.kept_epoch,
             "stop_epoch": -1 if self.stop_epoch is None else self.stop_epoch,
         }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: dict[str, Any], *, keep_records: bool = False) -> None:
-        mine = self.cfg.result_affecting()
-        theirs = json.loads(state["config"])
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            raise ConfigError(f"the checkpoint was written with other settings ({', '.join(diff)}); "
-                              "use a new --out folder, or the settings it was started with")
+        check_settings(self.cfg.result_affecting(), state, fix="use a new --out folder, or the settings it was "
+                                                              "started with")
         self.next_epoch = int(state["next_epoch"])
         self.model.load_state_dict(state["model"])
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.architect.optimizer.load_state_dict(state["a_optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        self.generator.set_state(state["data_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        restore_rng(state, self.generator, self.device)
         self.history = {int(e): float(v) for e, v in state["history"]}
         self.genotypes = {int(e): str(g) for e, g in state["genotypes"]}
         self._set_weight_decay(float(state["weight_decay"]))
         self.ada_round = int(state["ada_round"])
         self.status = str(state["status"])
+        self.kept_epoch = None if int(state["kept_epoch"]) < 0 else int(state["kept_epoch"])
         self.stop_epoch = None if int(state["stop_epoch"]) < 0 else int(state["stop_epoch"])
         if not keep_records:
             self.records = list(state.get("records", []))
@@ -301,21 +251,13 @@ class Search:
         self.load_state_dict(state)
         return True
 
-    def rollback(self, stop_epoch: int) -> None:
-        """DARTS-ADA: back to the checkpoint of ``stop_epoch`` (weights, α, optimiser states, RNG, eigenvalues)."""
+    def rollback(self, target_epoch: int) -> None:
+        """DARTS-ADA: back to the checkpoint of ``target_epoch`` (weights, α, optimiser states, RNG, eigenvalues)."""
         if self.store is None:
             raise RuntimeError("DARTS-ADA needs checkpoints: give the search an out_dir")
-        self.load_state_dict(self.store.load(stop_epoch), keep_records=True)
+        self.load_state_dict(self.store.load(target_epoch), keep_records=True)
 
     # ----------------------------------------------------------------------------------------------- the loop
-    def _eigen_stats(self) -> tuple[float, float]:
-        cfg = self.cfg
-        las = local_averages(self.history, total_epochs=cfg.epochs, ev_every=cfg.ev_every, window=cfg.es_window)
-        if not las:
-            return math.nan, math.nan
-        ratio = las[-1].value / las[-1 - cfg.es_delta].value if len(las) > cfg.es_delta else math.nan
-        return las[-1].value, ratio
-
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -331,7 +273,7 @@ class Search:
             if not math.isfinite(eig):
                 raise DivergedError(f"diverged: the dominant eigenvalue became {eig} at epoch {epoch}")
             self.history[epoch] = eig
-        la, ratio = self._eigen_stats()
+        la, ratio = newest_ratio(self.history, total_epochs=cfg.epochs, **cfg.es_rule().as_kwargs())
         softmax = self.model.alpha_softmax()
         record = EpochRecord(
             epoch=epoch, ada_round=self.ada_round, lr=self.w_optimizer.param_groups[0]["lr"],
@@ -347,22 +289,15 @@ class Search:
         return record.to_dict()
 
     def _check_stop(self, epoch: int, record: dict[str, Any]) -> int | None:
-        """Apply DARTS-ES after an eigenvalue epoch; returns the stop epoch when the search must act on it."""
+        """Apply DARTS-ES after an eigenvalue epoch; returns the target epoch when the search must act on it."""
         cfg = self.cfg
-        if cfg.early_stop == "off" or epoch not in self.history or epoch == cfg.epochs - 1:
+        can_raise = ada_next_weight_decay(self.weight_decay, cfg.ada_mul_factor, cfg.ada_max_weight_decay) is not None
+        found = stop_event(cfg.early_stop, self.history, epoch, total_epochs=cfg.epochs,
+                           rule=cfg.es_rule().as_kwargs(), ada_can_raise=can_raise)
+        if found is None:
             return None
-        stop = es_stop_epoch(self.history, total_epochs=cfg.epochs, **cfg.es_rule().as_kwargs())
-        if stop is None:
-            return None
-        record["stop_epoch"] = stop
-        if cfg.early_stop == "es":
-            record["event"] = "es_stop"
-            return stop
-        if ada_next_weight_decay(self.weight_decay, cfg.ada_mul_factor, cfg.ada_max_weight_decay) is None:
-            record["event"] = "ada_ignored"  # at the maximum weight decay the reference ignores further stops
-            return None
-        record["event"] = "ada_rollback"
-        return stop
+        record["event"], record["target_epoch"] = found
+        return None if found[0] == "ada_ignored" else found[1]
 
     def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None,
             on_checkpoint: Callable[[int], None] | None = None) -> SearchResult:
@@ -376,7 +311,7 @@ class Search:
             self.records.append(record)
             self.next_epoch = epoch + 1
             if stop is not None and cfg.early_stop == "es":
-                self.status, self.stop_epoch = "es_stopped", stop
+                self.status, self.kept_epoch, self.stop_epoch = "es_stopped", stop, epoch
             elif self.next_epoch >= cfg.epochs:
                 self.status = "finished"
             if stop is not None and cfg.early_stop == "ada":
@@ -400,8 +335,8 @@ class Search:
         return self.result()
 
     def result(self) -> SearchResult:
-        if self.status == "es_stopped" and self.stop_epoch is not None:
-            epoch = self.stop_epoch
+        if self.status == "es_stopped" and self.kept_epoch is not None:
+            epoch = self.kept_epoch
         else:
             epoch = max(self.genotypes)
         return SearchResult(Genotype.from_json(self.genotypes[epoch]), epoch, self.stop_epoch, self.status,

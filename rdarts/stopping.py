@@ -114,3 +114,38 @@ def detection_epoch(history: Mapping[int, float], *, total_epochs: int, **rule: 
         if es_stop_epoch(partial, total_epochs=total_epochs, **rule) is not None:
             return epoch
     return None
+
+
+def newest_ratio(history: Mapping[int, float], *, total_epochs: int, ev_every: int = 2, window: int = 5,
+                 delta: int = 4, factor: float = 1.3, start_epoch: int = 10) -> tuple[float, float]:
+    """The newest local average and the ratio DARTS-ES compares with ``factor`` for it.
+
+    The ratio is NaN where the rule does not look (fewer than ``delta`` older averages, a stop epoch before
+    ``start_epoch``, a non-positive older average), so a plotted ratio is one the rule could have acted on.
+    """
+    del factor  # part of the rule's keywords; the ratio does not depend on it
+    las = local_averages(history, total_epochs=total_epochs, ev_every=ev_every, window=window)
+    if not las:
+        return math.nan, math.nan
+    newest = las[-1]
+    if len(las) <= delta or newest.centre - ev_every * delta < start_epoch or las[-1 - delta].value <= 0:
+        return newest.value, math.nan
+    return newest.value, newest.value / las[-1 - delta].value
+
+
+def stop_event(mode: str, history: Mapping[int, float], epoch: int, *, total_epochs: int, rule: Mapping[str, Any],
+               ada_can_raise: bool) -> tuple[str, int] | None:
+    """What a search does after epoch ``epoch``'s eigenvalue: ``(event, target epoch)`` or ``None``.
+
+    ``es_stop`` (DARTS-ES stops and keeps the target's genotype), ``ada_rollback`` (DARTS-ADA goes back to the target
+    with a larger weight decay) or ``ada_ignored`` (at the maximum weight decay the reference ignores the trigger,
+    ``ada_can_raise`` false). Nothing on epochs without an eigenvalue and after the last epoch, as the reference.
+    """
+    if mode == "off" or epoch not in history or epoch == total_epochs - 1:
+        return None
+    target = es_stop_epoch(history, total_epochs=total_epochs, **rule)
+    if target is None:
+        return None
+    if mode == "es":
+        return "es_stop", target
+    return ("ada_rollback" if ada_can_raise else "ada_ignored"), target

@@ -37,7 +37,7 @@ def trial(name: str, genotypes: list[str], *, eig: list[float] | None = None, va
             "search_status": ("es_stopped" if es_stop is not None else "finished") if last else "running",
             "result_epoch": (es_stop if es_stop is not None else e) if last else e,
             "scheduler_action": "stop" if last and scheduler_stop is not None else "",
-            "scheduler_stop_epoch": scheduler_stop if last and scheduler_stop is not None else -1,
+            "scheduler_kept_epoch": scheduler_stop if last and scheduler_stop is not None else -1,
         })
     return rows
 
@@ -59,7 +59,7 @@ def test_es_trial_returns_its_stop_epoch_genotype_not_its_last() -> None:
     assert sorted(sel.candidates["genotype"]) == sorted([canonical(A), canonical(C)])
 
 
-def test_scheduler_stop_epoch_is_used_when_the_search_did_not_say() -> None:
+def test_scheduler_kept_epoch_is_used_when_the_search_did_not_say() -> None:
     rows = trial("t0", [A, B, C], scheduler_stop=0)
     rows[-1]["search_status"] = "running"  # stopped by Tune before the search reported its own stop
     sel = select(frame(rows))

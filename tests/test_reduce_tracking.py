@@ -146,7 +146,8 @@ def test_reduce_logs_the_sweep_tree_once(experiment: tuple[Path, Any], server: s
         assert set(run.data.metrics) <= set(EPOCH_METRICS)
         assert {"genotype.json", "genotype.png", "eigenvalues.png"} <= {a.path for a in client.list_artifacts(rid)}
         if run.data.tags["early_stop"] == "es":
-            assert run.data.tags["stop_epoch"] == str(ES_STOP) and "DARTS-ES" in run.data.tags["stop_reason"]
+            assert run.data.tags["kept_epoch"] == str(ES_STOP) and run.data.tags["stop_epoch"] == str(ES_STOP + 3)
+            assert "DARTS-ES" in run.data.tags["stop_reason"]
         else:
             assert run.data.tags["stop_epoch"] == "-1"
 

@@ -112,7 +112,7 @@ def test_records_have_the_documented_fields(uninterrupted: dict[str, tuple[Searc
         eigen_epoch = e % cfg.ev_every == 0 or e == cfg.epochs - 1
         assert math.isnan(r["dominant_eigenvalue"]) == (not eigen_epoch)
         assert (r["hessian_iters"] > 0) == eigen_epoch
-        assert r["ada_round"] == 0 and r["event"] == "" and r["stop_epoch"] == -1
+        assert r["ada_round"] == 0 and r["event"] == "" and r["target_epoch"] == -1
         # torch's CosineAnnealingLR(T_max=epochs, eta_min) at epoch e; the linear drop-path ramp; cutout with dp > 0
         assert r["lr"] == pytest.approx(cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * e / 4)) / 2)
         assert r["drop_path"] == pytest.approx(0.3 * e / 3)
@@ -185,11 +185,11 @@ def test_es_stops_at_detection_and_returns_the_stop_epochs_genotype(digits: Imag
 
     assert result.status == "es_stopped"
     assert [r["epoch"] for r in result.records] == list(range(detect + 1))  # nothing after detection
-    assert result.stop_epoch == stop and result.genotype_epoch == stop
+    assert result.stop_epoch == detect and result.genotype_epoch == stop  # fired at detect, keeps stop
     assert result.genotype == Genotype.from_json(result.records[stop]["genotype"])
     assert result.records[stop]["genotype"] != result.records[-1]["genotype"]  # so the choice is visible
     last = result.records[-1]
-    assert last["event"] == "es_stop" and last["stop_epoch"] == stop
+    assert last["event"] == "es_stop" and last["target_epoch"] == stop
     assert all(r["event"] == "" for r in result.records[:-1])
 
     # Run again on the same folder: the stopped search is not resumed into more epochs.
@@ -231,7 +231,7 @@ def test_ada_rolls_back_exactly_multiplies_wd_and_ignores_stops_at_the_maximum(d
 
     def on_epoch(record: dict[str, Any]) -> None:
         if record["event"] == "ada_rollback":  # the stop epoch's checkpoint, before the rollback rewrites it
-            snapshot.update(search.store.load(record["stop_epoch"]))  # type: ignore[union-attr]
+            snapshot.update(search.store.load(record["target_epoch"]))  # type: ignore[union-attr]
 
     def on_checkpoint(epoch: int) -> None:
         if epoch != 3 or search.ada_round != 1 or checks:
@@ -254,7 +254,7 @@ def test_ada_rolls_back_exactly_multiplies_wd_and_ignores_stops_at_the_maximum(d
     result = search.run(on_epoch=on_epoch, on_checkpoint=on_checkpoint)
 
     assert checks == [3] and snapshot["weight_decay"] == pytest.approx(3e-4)
-    rows = [(r["epoch"], r["ada_round"], r["event"], r["stop_epoch"]) for r in result.records]
+    rows = [(r["epoch"], r["ada_round"], r["event"], r["target_epoch"]) for r in result.records]
     assert rows == [
         (0, 0, "", -1), (1, 0, "", -1), (2, 0, "", -1),
         (3, 0, "ada_rollback", 2),  # the discarded branch's row stays in the records

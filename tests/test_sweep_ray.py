@@ -62,7 +62,7 @@ def test_sweep_runs_end_to_end(ray_session: None, tmp_path: Path) -> None:
         reported = progress(r["path"])
         assert [x["epoch"] for x in reported] == list(range(TINY_SEARCH["epochs"]))
         assert all(x["dominant_eigenvalue"] > 0 for x in reported)  # the real Hessian, every epoch (ev_every 1)
-        assert {"scheduler_action", "scheduler_stop_epoch", "last_eigenvalue"} <= set(reported[0])
+        assert {"scheduler_action", "scheduler_kept_epoch", "last_eigenvalue"} <= set(reported[0])
         assert json.loads(reported[-1]["result_genotype"])  # the search's answer, as JSON
         checkpoints = sorted(p.name for p in Path(r["path"]).glob("checkpoint_*"))
         assert len(checkpoints) == 2  # CheckpointConfig(num_to_keep=2)
@@ -114,8 +114,9 @@ def test_scheduler_stops_the_exploding_trial_and_the_others_run_on(ray_session: 
     stopped = rows[("early_stop=es", "explode")]
     last = progress(stopped["path"])[-1]
     assert stopped["status"] == "es_stopped" and stopped["epochs"] == 5  # detected after epoch 4 of 6
-    assert (last["scheduler_action"], last["scheduler_stop_epoch"]) == ("stop", 1)  # the scheduler's decision
-    assert (last["event"], last["stop_epoch"], last["result_epoch"]) == ("es_stop", 1, 1)  # the search's
+    assert (last["scheduler_action"], last["scheduler_kept_epoch"]) == ("stop", 1)  # the scheduler's decision
+    assert (last["event"], last["target_epoch"], last["result_epoch"]) == ("es_stop", 1, 1)  # the search's
+    assert last["stop_epoch"] == 4 and (stopped["stop_epoch"], stopped["kept_epoch"]) == (4, 1)  # fired / kept
     assert "genotype of epoch 1 is kept" in last["scheduler_reason"] and "epoch 1" in last["stop_reason"]
     assert stopped["note"] == last["scheduler_reason"]
     assert stopped["result_genotype"] == progress(stopped["path"])[1]["genotype"]  # epoch 1's architecture

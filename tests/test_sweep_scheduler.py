@@ -19,8 +19,8 @@ from rdarts.sweep.scheduler import (
     EIGENVALUE,
     EPOCH,
     HISTORY,
+    KEPT_EPOCH,
     REASON,
-    STOP_EPOCH,
     EigenvalueStopper,
     ResultError,
 )
@@ -149,16 +149,16 @@ def test_history_is_filled_from_the_report_after_a_restore() -> None:
     history = json.dumps(sorted(eigs.items()))
     stopper = EigenvalueStopper()
     decision = stopper.on_trial_result(MagicMock(), make_trial(early_stop="es"),
-                                       result(22, 0.3, **{HISTORY: history, "stop_epoch": 10}))
+                                       result(22, 0.3, **{HISTORY: history, "target_epoch": 10}))
     assert decision == STOP and stopper.histories["t0"] == eigs
 
 
 def test_disagreeing_with_the_search_raises() -> None:
     stopper, trial, c = EigenvalueStopper(), make_trial(early_stop="es"), MagicMock()
     for e in range(22):
-        stopper.on_trial_result(c, trial, result(e, reference_example(0.3).get(e, math.nan), stop_epoch=-1))
-    with pytest.raises(ResultError, match="stop_epoch=-1"):
-        stopper.on_trial_result(c, trial, result(22, 0.3, stop_epoch=-1))
+        stopper.on_trial_result(c, trial, result(e, reference_example(0.3).get(e, math.nan), target_epoch=-1))
+    with pytest.raises(ResultError, match="target_epoch=-1"):
+        stopper.on_trial_result(c, trial, result(22, 0.3, target_epoch=-1))
     with pytest.raises(ResultError, match="reports λ_max=5.0 at epoch 0"):
         stopper.on_trial_result(c, trial, result(23, math.nan, **{HISTORY: json.dumps([[0, 5.0]])}))
 
@@ -174,7 +174,7 @@ def test_annotator_copies_the_decision_into_the_result() -> None:
         annotate.on_trial_result(iteration=e, trials=[trial], trial=trial, result=r)
         rows.append(r)
     assert [r[ACTION] for r in rows] == [""] * 22 + ["stop"]
-    assert rows[-1][STOP_EPOCH] == 10 and rows[0][STOP_EPOCH] == -1
+    assert rows[-1][KEPT_EPOCH] == 10 and rows[0][KEPT_EPOCH] == -1
     assert "genotype of epoch 10" in rows[-1][REASON]
 
 
@@ -211,7 +211,7 @@ def test_tuner_asks_ray_for_the_spec_resources() -> None:
 
 def test_stop_reason_sentences() -> None:
     cfg = SearchConfig(early_stop="es")
-    rec = {"epoch": 22, "event": "es_stop", "stop_epoch": 10, "eigenvalue_ratio": 1.4}
+    rec = {"epoch": 22, "event": "es_stop", "target_epoch": 10, "eigenvalue_ratio": 1.4}
     assert "genotype of epoch 10 is kept" in stop_reason(rec, cfg)
     assert "rolls back to epoch 10" in stop_reason({**rec, "event": "ada_rollback"}, cfg)
     assert stop_reason({**rec, "event": ""}, cfg) == ""

@@ -34,13 +34,14 @@ def _add_reduce(sub: Any) -> None:
     p.add_argument("path", help="the sweep folder (<storage>/<name>)")
     p.add_argument("--tracking-uri", help="MLflow URI (default: tracking.uri of the sweep, else "
                                           "$MLFLOW_TRACKING_URI, else sqlite:///<path>/mlflow.db)")
-    p.add_argument("--no-tracking", action="store_true", help="write the results to disk only")
-    p.add_argument("--no-retrain", action="store_true", help="collect, select and log the searches only")
+    p.add_argument("--no-tracking", action="store_true", help="write the results to disk only (default: MLflow too)")
+    p.add_argument("--no-retrain", action="store_true", help="collect, select and log the searches only "
+                                                             "(default: retrain as reduce.protocol says)")
     p.add_argument("--candidate-epochs", type=positive, help="epochs of each candidate's short retrain "
                                                               "(default: reduce.epochs of the sweep)")
     p.add_argument("--n-test", type=positive, help="test examples the retrains evaluate (default: all)")
-    p.add_argument("--local", action="store_true", help="retrain in this process instead of as Ray Tune trials")
-    p.add_argument("--address", help="Ray cluster to join for the retrains; local Ray if omitted")
+    p.add_argument("--local", action="store_true", help="retrain in this process (default: as Ray Tune trials)")
+    p.add_argument("--address", help="Ray cluster to join for the retrains (default: a new local Ray)")
     p.set_defaults(func=_reduce)
 
 
@@ -57,7 +58,7 @@ def _add_ui(sub: Any) -> None:
                                    "store, print its address instead.")
     p.add_argument("path", nargs="?", help="the sweep folder (<storage>/<name>)")
     p.add_argument("--tracking-uri", help="a tracking store instead of the sweep folder's (default: the sweep's)")
-    p.add_argument("--port", type=positive, default=5000, help="port on 127.0.0.1 (default: %(default)s, "
+    p.add_argument("--port", type=positive, default=5000, help="port on 127.0.0.1 (default: 5000, "
                                                                 "or the next free one)")
     p.set_defaults(func=_ui)
 

@@ -66,12 +66,12 @@ def build_runs(outcome: ReduceOutcome, spec: SweepSpec, experiment: Path, settin
                        if v is not None and not pd.isna(v)] for m in EPOCH_METRICS if m in rows}
         last = rows.sort_values("report").iloc[-1] if len(rows) else None
         r = returned.loc[trial] if trial in returned.index else None
-        stop_epoch = int(r["returned_epoch"]) if r is not None and r["stop_source"] != "last" else -1
+        stop_epoch = int(r["stop_epoch"]) if r is not None else -1
         search = configs[trial].to_dict()
         tags = {**search_run_tags(str(row.get("method", "")), str(row["setting"]), search, str(row["status"])),
                 "stop_epoch": str(stop_epoch), keys.STOP_REASON: _stop_reason(rows, last)}
         if r is not None:
-            tags.update(returned_epoch=str(int(r["returned_epoch"])), candidate=str(r["candidate"]))
+            tags.update(kept_epoch=str(int(r["returned_epoch"])), candidate=str(r["candidate"]))
         params = search_run_params(search, trial, str(row["setting"]), int(row["trial_index"]))
         children.append(RunSpec(search_run_key(spec.name, trial),
                                 search_run_name(str(row["setting"]), str(row.get("method", ""))), params, tags,

@@ -3,7 +3,7 @@
 Per group (``cfg.space``, ``cfg.dataset``):
 
 1. each trial returns one genotype: the stop epoch's for a trial DARTS-ES stopped (read from what the trial
-   reported: ``search_status == "es_stopped"`` with ``result_epoch``, or the scheduler's ``scheduler_stop_epoch``),
+   reported: ``search_status == "es_stopped"`` with ``result_epoch``, or the scheduler's ``scheduler_kept_epoch``),
    the last epoch's otherwise (DARTS-ADA: the last epoch of its last round);
 2. identical genotypes are one candidate (at most ``max_candidates`` per group, the best by one-shot validation
    accuracy at the returned epoch, then by lower final λ_max);
@@ -68,9 +68,17 @@ def returned_epoch(last: Mapping[str, Any], epochs: Sequence[int]) -> tuple[int,
     """The epoch whose genotype a trial returns, from its last report, and where that came from."""
     if last.get(keys.SEARCH_STATUS) == "es_stopped" and _num(last.get(keys.RESULT_EPOCH)) >= 0:
         return int(last[keys.RESULT_EPOCH]), "search"
-    if last.get(keys.SCHEDULER_ACTION) == "stop" and _num(last.get(keys.SCHEDULER_STOP_EPOCH)) >= 0:
-        return int(last[keys.SCHEDULER_STOP_EPOCH]), "scheduler"
+    if last.get(keys.SCHEDULER_ACTION) == "stop" and _num(last.get(keys.SCHEDULER_KEPT_EPOCH)) >= 0:
+        return int(last[keys.SCHEDULER_KEPT_EPOCH]), "scheduler"
     return int(max(epochs)), "last"
+
+
+def stopped_at(last: Mapping[str, Any], source: str) -> int:
+    """The epoch after which DARTS-ES stopped the trial (-1 when it ran to the end): where the rule fired."""
+    if source == "last":
+        return -1
+    answered = _num(last.get(keys.STOP_EPOCH))
+    return int(answered) if source == "search" and answered >= 0 else int(last[keys.EPOCH])
 
 
 def _trial_row(rows: pd.DataFrame, group: tuple[str, ...]) -> dict[str, Any] | str:
@@ -91,7 +99,8 @@ def _trial_row(rows: pd.DataFrame, group: tuple[str, ...]) -> dict[str, Any] | s
     genotype = canonical(str(at["genotype"].iloc[-1]))
     keys = [rows[g].iloc[0] for g in group]
     return {"trial": rows["trial"].iloc[0], **dict(zip(group, keys, strict=True)),
-            "returned_epoch": epoch, "stop_source": source, "genotype": genotype,
+            "returned_epoch": epoch, "stop_epoch": stopped_at(last, source), "stop_source": source,
+            "genotype": genotype,
             "search_valid_acc": _num(at["valid_acc"].iloc[-1]),
             "final_eigenvalue": float(eig.iloc[-1]) if len(eig) else math.nan,
             "end_eigenvalue": float(eig.iloc[-2:].mean()) if len(eig) else math.nan,
@@ -107,8 +116,8 @@ def returned_genotypes(frame: pd.DataFrame, group: tuple[str, ...] = GROUP) -> t
             skipped.append(f"{trial}: {row}")
         else:
             out.append(row)
-    cols = ["trial", *group, "returned_epoch", "stop_source", "genotype", "search_valid_acc", "final_eigenvalue",
-            "end_eigenvalue", "candidate"]
+    cols = ["trial", *group, "returned_epoch", "stop_epoch", "stop_source", "genotype", "search_valid_acc",
+            "final_eigenvalue", "end_eigenvalue", "candidate"]
     return pd.DataFrame(out, columns=cols), skipped
 
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rdarts.cli_args import EXIT_FAILED, EXIT_OK, Parser, dispatch
+from rdarts.cli_args import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, Parser, dispatch
 
 if TYPE_CHECKING:
     from rdarts.sweep.runner import SweepOutcome
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.file)
     outcome = run_sweep(spec, args.address, storage=args.storage, spec_text=Path(args.file).read_text(),
-                        tracking_uri=args.tracking_uri)
+                        tracking_uri=args.tracking_uri, verbose=2 if args.verbose else 1)
     return _after(outcome, spec, args)
 
 
@@ -77,7 +77,7 @@ def _resume(args: argparse.Namespace) -> int:
     from rdarts.experiment import load_spec
     from rdarts.sweep.runner import resume_sweep
 
-    outcome = resume_sweep(args.path, args.address)
+    outcome = resume_sweep(args.path, args.address, verbose=2 if args.verbose else 1)
     return _after(outcome, load_spec(outcome.experiment_path), args)
 
 
@@ -129,6 +129,11 @@ def _tracking_uri(value: str) -> str:
     return value
 
 
+def _verbose_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="also show the trials' own output and Ray's INFO "
+                                                                "lines (default: the table and the results only)")
+
+
 def _tracking_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", type=_tracking_uri,
                    help="MLflow URI of the live runs and the reduce step (default: tracking.uri of the file, else "
@@ -138,34 +143,38 @@ def _tracking_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_commands(sub: Any) -> None:
     p = sub.add_parser("validate", help="check a sweep file and count its trials")
-    p.add_argument("file")
-    p.add_argument("--list", action="store_true", help="also list the trials")
+    p.add_argument("file", help="the sweep file (YAML)")
+    p.add_argument("--list", action="store_true", help="also list the trials (default: the count only)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("schema", help="print the JSON schema of sweep files")
     p.set_defaults(func=_schema)
 
-    p = sub.add_parser("run", help="run a sweep on a local Ray (or the cluster at --address)")
-    p.add_argument("file")
-    p.add_argument("--address", help="Ray cluster to join (host:6379, ray://host:10001, auto); local Ray if omitted")
-    p.add_argument("--storage", help="results folder or URI (overrides storage: in the file)")
-    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    p = sub.add_parser("run", help="run a sweep on a local Ray (or the cluster at --address)", epilog=EXIT_CODES_HELP)
+    p.add_argument("file", help="the sweep file (YAML)")
+    p.add_argument("--address", help="Ray cluster to join (host:6379, ray://host:10001, auto) "
+                                     "(default: a new local Ray on 127.0.0.1)")
+    p.add_argument("--storage", help="results folder or URI (default: storage: of the file)")
+    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep (default: reduce)")
+    _verbose_flag(p)
     _tracking_flag(p)
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("resume", help="continue an interrupted sweep from its folder (<storage>/<name>)")
-    p.add_argument("path")
-    p.add_argument("--address", help="Ray cluster to join; local Ray if omitted")
-    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    p = sub.add_parser("resume", help="continue an interrupted sweep from its folder (<storage>/<name>)",
+                       epilog=EXIT_CODES_HELP)
+    p.add_argument("path", help="the sweep folder (<storage>/<name>)")
+    p.add_argument("--address", help="Ray cluster to join (default: a new local Ray on 127.0.0.1)")
+    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep (default: reduce)")
+    _verbose_flag(p)
     _tracking_flag(p)
     p.set_defaults(func=_resume)
 
     p = sub.add_parser("submit", help="run a sweep as a Ray Job on a cluster (the project folder travels)")
-    p.add_argument("file")
+    p.add_argument("file", help="the sweep file, inside the project folder (it travels with the code)")
     p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
     p.add_argument("--python", help="interpreter on the cluster (default: this one for a local cluster, else python)")
-    p.add_argument("--storage", help="results folder or URI on the cluster (overrides storage: in the file)")
-    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep")
+    p.add_argument("--storage", help="results folder or URI on the cluster (default: storage: of the file)")
+    p.add_argument("--no-reduce", action="store_true", help="skip the reduce step after the sweep (default: reduce)")
     _tracking_flag(p)
     p.set_defaults(func=_submit)
 
@@ -173,7 +182,7 @@ def _add_commands(sub: Any) -> None:
                                 ("logs", _logs, "print a submitted sweep's output"),
                                 ("stop", _stop, "stop a submitted sweep")):
         p = sub.add_parser(name, help=what)
-        p.add_argument("job_id")
+        p.add_argument("job_id", help="as 'rdarts sweep submit' printed it")
         p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
         if name == "logs":
             p.add_argument("-f", "--follow", action="store_true",

@@ -116,10 +116,8 @@ class LiveTracking(Callback):
     def _run_of(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        from rdarts.sweep.runner import trial_dirname
-
         entry = trial.config[keys.TRIAL]
-        name = trial_dirname(trial)
+        name = keys.trial_dirname(trial)
         key = search_run_key(self.spec.name, name)
         mine = [r for r in children(self.client, self.exp_id, self.parent_id) if r.data.tags.get(KEY) == key]
         if mine:  # the driver restarted: go on in the same run, after what it already holds

@@ -27,6 +27,7 @@ from rdarts.experiment import (
     joins_cluster,
     load_spec,
 )
+from rdarts.keys import trial_dirname, trial_name
 from rdarts.sweep.preflight import check_resources, largest_node, preflight
 from rdarts.sweep.spec import SweepSpec
 
@@ -35,11 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RESULTS_FILE", "SPEC_FILE", "SweepOutcome", "build_tuner", "resume_sweep", "run_sweep", "summarise"]
 
-PROGRESS_METRICS = {keys.EPOCH: "epoch", "valid_acc": "valid_acc", keys.LAST_EIGENVALUE: "λ_max",
-                    "eigenvalue_ratio": "ratio", keys.SEARCH_STATUS: "search"}
 UNFINISHED = ("error", "failed", "diverged")
 SUMMARY_COLUMNS = ("index", "trial", "setting", "status", "method", "epochs", "valid_acc", keys.LAST_EIGENVALUE,
-                   keys.STOP_EPOCH, "ada_round", keys.RESULT_EPOCH, "param_free_share", keys.RESULT_GENOTYPE, "note")
+                   keys.STOP_EPOCH, keys.KEPT_EPOCH, "ada_round", "param_free_share", keys.RESULT_GENOTYPE, "note")
 
 
 @dataclass
@@ -68,20 +67,13 @@ class SweepOutcome:
         return [f"{n} trial(s) {reason}" for reason, n in counts.items()]
 
 
-def trial_name(trial: Any) -> str:
-    return f"t{trial.config[keys.TRIAL]['index']:03d}"
-
-
-def trial_dirname(trial: Any) -> str:
-    return f"{trial_name(trial)}_{trial.trial_id}"
-
-
 def build_tuner(spec: SweepSpec, *, storage: str | None = None, trainable: Callable[..., Any] | None = None,
                 verbose: int = 1, tracking_uri: str | None = None) -> tune.Tuner:
     """The Tuner of a sweep: one trial per ``spec.trials()`` entry, EigenvalueStopper, per-epoch checkpoints."""
     from ray import tune
 
     from rdarts.sweep.live import LiveTracking
+    from rdarts.sweep.progress import SweepReporter
     from rdarts.sweep.scheduler import EigenvalueStopper
     from rdarts.sweep.trainable import search_trainable
 
@@ -89,9 +81,7 @@ def build_tuner(spec: SweepSpec, *, storage: str | None = None, trainable: Calla
     # One grid value per trial, each a plain dict: Tuner.restore needs nothing re-specified (a sample_from lambda
     # would come back as a placeholder).
     param_space = {keys.TRIAL: tune.grid_search(spec.trials())}
-    columns = {f"{keys.TRIAL}/setting": "setting", f"{keys.TRIAL}/method": "method"}
-    reporter = tune.CLIReporter(parameter_columns=columns, metric_columns=PROGRESS_METRICS,
-                                max_report_frequency=30, max_column_length=40, max_progress_rows=100)
+    reporter = SweepReporter(experiment_path(spec, storage))
     return tune.Tuner(
         _with_resources(trainable or search_trainable, spec),
         param_space=param_space,
@@ -125,7 +115,7 @@ def run_sweep(spec: SweepSpec, address: str | None = None, *, storage: str | Non
         storage: Overrides ``spec.storage``.
         spec_text: The sweep file's text, kept as ``sweep.yaml`` (the spec's JSON when omitted).
         trainable: Replaces ``search_trainable`` (tests).
-        verbose: Tune's verbosity (0 silent, 1 the progress table).
+        verbose: 0 silent, 1 the progress table, 2 also the trials' own output and Ray's INFO lines.
         plots: Write eigenvalue curves when ``rdarts.plots.plot_eigenvalues`` is available.
         out: Where the summary is printed (stdout by default).
         tracking_uri: MLflow store of the live runs (default as the reducer's: ``rdarts.tracking.resolve_uri``).
@@ -134,7 +124,7 @@ def run_sweep(spec: SweepSpec, address: str | None = None, *, storage: str | Non
     if holds_sweep(path):
         raise UserError(f"{path} already holds a sweep named {spec.name!r}: resume it with "
                         f"'rdarts sweep resume {path}', delete it, or change name: in the sweep file")
-    _start_ray(spec, address, storage)
+    _start_ray(spec, address, storage, verbose)
     tuner = build_tuner(spec, storage=storage, trainable=trainable, verbose=verbose, tracking_uri=tracking_uri)
     store.write_bytes(path, SPEC_FILE,
                       (spec_text or spec.model_dump_json(indent=2, exclude_unset=True)).encode())
@@ -149,7 +139,7 @@ def resume_sweep(experiment_path: str, address: str | None = None, *, trainable:
     path = store.normalise(experiment_path)
     _refuse_foreign(path)
     spec = load_spec(path)
-    _start_ray(spec, address, None if store.is_remote(path) else str(Path(path).parent))
+    _start_ray(spec, address, None if store.is_remote(path) else str(Path(path).parent), verbose)
     from ray import tune
 
     from rdarts.sweep.trainable import search_trainable
@@ -160,12 +150,12 @@ def resume_sweep(experiment_path: str, address: str | None = None, *, trainable:
     return summarise(grid, path, plots=plots, out=out)
 
 
-def _start_ray(spec: SweepSpec, address: str | None, storage: str | None) -> None:
+def _start_ray(spec: SweepSpec, address: str | None, storage: str | None, verbose: int = 1) -> None:
     """Check what the trials need (``rdarts.sweep.preflight``), then start or join Ray; on a cluster, check that a
     trial fits its largest node before any trial is queued."""
     joining = joins_cluster(address)
     preflight(spec, storage=storage, local=not joining)
-    init_ray(address)
+    init_ray(address, verbose=verbose >= 2)
     if joining:
         check_resources(spec, largest_node(), "the largest node of the cluster")
 
@@ -204,7 +194,7 @@ def _row(result: Any) -> dict[str, Any]:
         "epochs": m.get(keys.EPOCH, -1) + (0 if status in UNFINISHED else 1),  # completed epochs
         "valid_acc": m.get("valid_acc"), keys.LAST_EIGENVALUE: m.get(keys.LAST_EIGENVALUE),
         keys.STOP_EPOCH: m.get(keys.STOP_EPOCH, -1), "ada_round": m.get("ada_round"),
-        keys.RESULT_EPOCH: m.get(keys.RESULT_EPOCH), "param_free_share": m.get("param_free_share"),
+        keys.KEPT_EPOCH: m.get(keys.RESULT_EPOCH), "param_free_share": m.get("param_free_share"),
         keys.RESULT_GENOTYPE: m.get(keys.RESULT_GENOTYPE, ""), "note": note, "path": result.path,
     }
 

@@ -10,9 +10,9 @@ loop uses, with the trial's own settings (``config["trial"]["search"]``: ``early
 - ``off`` trials are never stopped.
 
 How the decision reaches the results: the search inside the trial applies the same rule and reports ``event``,
-``stop_epoch``, ``stop_reason``, ``result_epoch`` and ``result_genotype`` itself (``rdarts.sweep.trainable``); the
+``target_epoch``, ``stop_reason``, ``result_epoch`` and ``result_genotype`` itself (``rdarts.sweep.trainable``); the
 scheduler's own decision is written into the same result row by ``StopAnnotator`` (a Tune callback run right after
-the scheduler, before the loggers) as ``scheduler_action`` / ``scheduler_stop_epoch`` / ``scheduler_reason``, so
+the scheduler, before the loggers) as ``scheduler_action`` / ``scheduler_kept_epoch`` / ``scheduler_reason``, so
 it lands in ``result.json``, ``progress.csv`` and the trial's last result. The scheduler raises if it and the
 search disagree on a stop, and it raises on a result without the eigenvalue metric: it never skips silently.
 
@@ -32,10 +32,10 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from rdarts.config import SearchConfig
-from rdarts.keys import EIGENVALUE, EPOCH, HISTORY, TRIAL
+from rdarts.keys import EIGENVALUE, EPOCH, HISTORY, TARGET_EPOCH, TRIAL
 from rdarts.keys import SCHEDULER_ACTION as ACTION
+from rdarts.keys import SCHEDULER_KEPT_EPOCH as KEPT_EPOCH
 from rdarts.keys import SCHEDULER_REASON as REASON
-from rdarts.keys import SCHEDULER_STOP_EPOCH as STOP_EPOCH
 from rdarts.stopping import ESRule, es_stop_epoch, local_averages
 
 if TYPE_CHECKING:
@@ -134,9 +134,9 @@ class EigenvalueStopper(FIFOScheduler):
             return TrialScheduler.CONTINUE
         rule = cfg.es_rule()
         stop = es_stop_epoch(history, total_epochs=total, **rule.as_kwargs())
-        reported = result.get("stop_epoch")
+        reported = result.get(TARGET_EPOCH)
         if mode == "es" and reported is not None and int(reported) != (-1 if stop is None else stop):
-            raise ResultError(f"trial {trial}: at epoch {epoch} the search reports stop_epoch={reported}, but "
+            raise ResultError(f"trial {trial}: at epoch {epoch} the search reports target_epoch={reported}, but "
                               f"DARTS-ES on the scheduler's history says {stop}")
         if stop is None:
             return TrialScheduler.CONTINUE
@@ -162,7 +162,7 @@ class EigenvalueStopper(FIFOScheduler):
 
 
 class StopAnnotator(Callback):
-    """Adds ``scheduler_action``/``scheduler_stop_epoch``/``scheduler_reason`` to every result, in place.
+    """Adds ``scheduler_action``/``scheduler_kept_epoch``/``scheduler_reason`` to every result, in place.
 
     Tune calls the scheduler first, then the callbacks in order (user callbacks before its loggers), with the same
     result dict; so what this adds is logged and becomes part of the trial's last result.
@@ -175,5 +175,5 @@ class StopAnnotator(Callback):
                         **info: Any) -> None:
         d = self.stopper.latest_decision(trial.trial_id)
         result[ACTION] = d.action if d is not None else ""
-        result[STOP_EPOCH] = d.stop_epoch if d is not None else -1
+        result[KEPT_EPOCH] = d.stop_epoch if d is not None else -1
         result[REASON] = d.reason if d is not None else ""

@@ -193,7 +193,9 @@ def _expand(spec: SweepSpec) -> tuple[list[dict[str, Any]], list[Problem]]:
                     seen.add(p)
                     problems.append(p)
                 continue
-            same = json.dumps(cfg.result_affecting(), sort_keys=True)
+            # extra counts: a user's extra keys may change what a trial does (the test hooks do); our labels do not
+            own = {k: v for k, v in cfg.extra.items() if k not in ("sweep", "setting")}
+            same = json.dumps({**cfg.result_affecting(), "extra": own}, sort_keys=True, default=str)
             if same in first_of:
                 origin = point[0][2].rsplit(".", 1)[0] if point else "grid"
                 problems.append(Problem(origin, f"{setting!r} repeats trial t{first_of[same]:03d} "

@@ -26,6 +26,7 @@ from rdarts import keys, tune_trial
 from rdarts.config import SearchConfig
 from rdarts.errors import UserError
 from rdarts.search import DivergedError, Search, SearchResult
+from rdarts.sweep.progress import PROGRESS
 
 DIVERGED_MARKER = "DIVERGED"
 """Written to the trial folder when the search diverges: a restart reports it again instead of diverging again."""
@@ -48,9 +49,9 @@ def stop_reason(record: dict[str, Any], cfg: SearchConfig) -> str:
     head = (f"DARTS-ES fired at epoch {record['epoch']}: the local average of λ_max grew "
             f"{record['eigenvalue_ratio']:.3f}x over {cfg.es_delta} evaluations (> {cfg.es_factor:g})")
     if event == "es_stop":
-        return f"{head}; search stopped, the genotype of epoch {record['stop_epoch']} is kept"
+        return f"{head}; search stopped, the genotype of epoch {record['target_epoch']} is kept"
     if event == "ada_rollback":
-        return f"{head}; DARTS-ADA rolls back to epoch {record['stop_epoch']} with a larger weight decay"
+        return f"{head}; DARTS-ADA rolls back to epoch {record['target_epoch']} with a larger weight decay"
     if event == "ada_ignored":
         return f"{head}; ignored by DARTS-ADA at the maximum weight decay {cfg.ada_max_weight_decay:g}"
     return f"{head}; event {event}"
@@ -64,10 +65,12 @@ def _report(search: Search, record: dict[str, Any], staging_root: Path) -> None:
         **record,
         keys.SEARCH_STATUS: search.status,
         keys.RESULT_EPOCH: answer.genotype_epoch,
+        keys.STOP_EPOCH: -1 if answer.stop_epoch is None else answer.stop_epoch,
         keys.RESULT_GENOTYPE: answer.genotype.to_json(),
         keys.STOP_REASON: stop_reason(record, cfg),
         keys.LAST_EIGENVALUE: search.history[max(search.history)] if search.history else math.nan,
         keys.HISTORY: json.dumps(sorted(search.history.items())),
+        PROGRESS: f"{record[keys.EPOCH] + 1}/{cfg.epochs}",
     }
     kept = tune_trial.newest_files(search.store, checkpoint_window(cfg))
     tune_trial.report(metrics, kept, staging_root)
@@ -77,7 +80,7 @@ def _report(search: Search, record: dict[str, Any], staging_root: Path) -> None:
 def _report_end(epoch: int, status: str, message: str) -> None:
     """The last report of a trial that cannot go on (no checkpoint: nothing to resume from it)."""
     tune.report({keys.EPOCH: epoch, keys.EIGENVALUE: math.nan, keys.SEARCH_STATUS: status,
-                 keys.STOP_REASON: message, keys.RESULT_EPOCH: -1, keys.RESULT_GENOTYPE: ""})
+                 keys.STOP_REASON: message, keys.RESULT_EPOCH: -1, keys.STOP_EPOCH: -1, keys.RESULT_GENOTYPE: ""})
 
 
 def run_trial(config: dict[str, Any], *, eigenvalue_fn: Callable[[int], float] | None = None,

@@ -1,27 +1,16 @@
-"""Figures of a search: the eigenvalue curve (DARTS-ES / DARTS-ADA) and the cell diagram of a genotype.
+"""The cell diagram of a genotype: the normal and the reduction cell as arc diagrams.
 
-Both functions draw on a bare :class:`matplotlib.figure.Figure` rendered by the Agg canvas, so they never touch
-pyplot's global state or the process-wide backend: they are safe in workers, servers and test runs that have their
-own matplotlib setup. Files are written atomically (a temporary file in the target folder, then ``os.replace``), so a
-reader polling the PNG never sees a half-written image.
-
-* :func:`plot_eigenvalues` -- the dominant eigenvalue of the α Hessian per evaluated epoch, its local average and the
-  DARTS-ES ratio, one colour per DARTS-ADA round, with the ES / ADA events and the kept architecture marked.
-* :func:`plot_genotype` -- the normal and the reduction cell as arc diagrams: the nodes on a line
-  (``c_{k-2}``, ``c_{k-1}``, the intermediate nodes, ``c_{k}``), one labelled arrow per ``(op, input)`` pair,
-  parameter-free ops in their own colour.
+The nodes sit on a line (``c_{k-2}``, ``c_{k-1}``, the intermediate nodes, ``c_{k}``), one labelled arrow per
+``(op, input)`` pair, parameter-free ops in their own colour.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -33,226 +22,14 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.path import Path as MplPath
 from matplotlib.text import Text
 from matplotlib.textpath import text_to_path
-from matplotlib.ticker import MaxNLocator
 
+from rdarts.plots.common import DPI, save_atomic
 from rdarts.spaces import PARAMETER_FREE_OPS, Genotype
-from rdarts.stopping import REFERENCE_CODE
 
-__all__ = ["plot_eigenvalues", "plot_genotype"]
-
-DPI = 120
-
-# Colours: a colour-blind-safe pair for the op kinds, the tab10 cycle for ADA rounds.
+# Colours: a colour-blind-safe pair for the op kinds.
 CONV_COLOR = "#1f5fa8"
 PARAM_FREE_COLOR = "#d9480f"
 CONCAT_COLOR = "#8a8a8a"
-ROUND_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
-ROUND_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-EVENT_STYLES: dict[str, tuple[str, str, str]] = {
-    # event -> (colour, linestyle, legend text)
-    "es_stop": ("#c92a2a", "-", "ES stop detected (epoch {e})"),
-    "ada_rollback": ("#862e9c", "--", "ADA rollback detected (epoch {e})"),
-    "ada_ignored": ("#868e96", ":", "ES trigger ignored at max wd (epoch {e})"),
-}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Shared helpers
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _save_atomic(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Render ``fig`` as a PNG to ``path`` through a temporary file in the same folder, then ``os.replace`` it.
-
-    Args:
-        fig: The figure (its canvas is set to Agg here).
-        path: Target file; parent folders are created.
-
-    Returns:
-        The target as a :class:`~pathlib.Path`.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.png", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI, facecolor="white")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a PNG is for everyone to read
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
-
-
-def _num(value: Any) -> float:
-    """A record field as a float; NaN for missing, empty or unparsable values (CSV / MLflow round trips)."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _int(value: Any, default: int) -> int:
-    x = _num(value)
-    return int(x) if math.isfinite(x) else default
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Eigenvalue curve
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _as_mapping(record: Mapping[str, Any] | Any) -> Mapping[str, Any]:
-    if isinstance(record, Mapping):
-        return record
-    if hasattr(record, "to_dict"):  # an EpochRecord
-        return record.to_dict()
-    raise TypeError(f"a record must be a mapping, got {type(record).__name__}")
-
-
-def _finite_xy(xs: Sequence[int], ys: Sequence[float]) -> tuple[list[int], list[float]]:
-    pts = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def plot_eigenvalues(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str | None = None,
-                     factor: float | None = REFERENCE_CODE.factor) -> Path:
-    """Plot the dominant eigenvalue curve of a search to a PNG.
-
-    The left axis shows λ_max per evaluated epoch (markers and line, epochs without an eigenvalue skipped) and its
-    local average (dashed); the right axis shows the DARTS-ES ratio (dotted) with the ES factor as a dashed horizontal
-    line. Each DARTS-ADA round (``ada_round``) has its own colour and marker; ES and ADA events are vertical lines at
-    the epoch where the rule fired, and a star marks the stop epoch whose architecture is kept.
-
-    Args:
-        records: Epoch records (``EpochRecord.to_dict()`` or rows read back from a CSV / MLflow), in run order.
-            Used fields: ``epoch``, ``ada_round``, ``dominant_eigenvalue``, ``eigenvalue_local_avg``,
-            ``eigenvalue_ratio``, ``weight_decay``, ``event``, ``stop_epoch``; missing ones count as NaN / empty.
-        path: Target PNG; parent folders are created and the file is replaced atomically.
-        title: Figure title; a default one when None.
-        factor: The ES factor drawn on the ratio axis; None draws no line.
-
-    Returns:
-        The path written.
-    """
-    return _save_atomic(_eigen_figure(records, title=title, factor=factor), path)
-
-
-def _eigen_figure(records: Sequence[Mapping[str, Any]], *, title: str | None = None,
-                  factor: float | None = REFERENCE_CODE.factor) -> Figure:
-    """The figure of :func:`plot_eigenvalues` (see there for the arguments)."""
-    rows = [_as_mapping(r) for r in records]
-    fig = Figure(figsize=(13.0, 5.6), dpi=DPI)
-    ax = fig.add_axes((0.065, 0.11, 0.6, 0.79))
-    ax.set_title(title or "Dominant eigenvalue of the architecture Hessian", fontsize=13, loc="left")
-    ax.set_xlabel("epoch", fontsize=11)
-    ax.set_ylabel(r"$\lambda_{max}$ of $\nabla^2_{\alpha}\,\mathcal{L}_{valid}$", fontsize=11)
-    ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-    if not any(math.isfinite(_num(r.get("dominant_eigenvalue"))) for r in rows):
-        ax.set_position((0.065, 0.11, 0.87, 0.79))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        n = len(rows)
-        ax.text(0.5, 0.5, f"no eigenvalues yet\n({n} epoch record{'s' if n != 1 else ''})", transform=ax.transAxes,
-                ha="center", va="center", fontsize=16, color="#555555")
-        return fig
-
-    ax2 = ax.twinx()
-    ax2.set_ylabel("ratio of local averages (ES statistic)", fontsize=11)
-    rounds: dict[int, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        rounds.setdefault(_int(r.get("ada_round"), 0), []).append(r)
-    multi = len(rounds) > 1
-    lam_at: dict[tuple[int, int], float] = {}  # (round, epoch) -> eigenvalue
-    for k, rs in rounds.items():
-        for i, r in enumerate(rs):
-            v = _num(r.get("dominant_eigenvalue"))
-            if math.isfinite(v):
-                lam_at[(k, _int(r.get("epoch"), i))] = v
-    # Where each ADA round branches off: the stop epoch of the rollback that ended the round before.
-    branch: dict[int, tuple[int, float]] = {}
-    for r in rows:
-        k, stop = _int(r.get("ada_round"), 0), _int(r.get("stop_epoch"), -1)
-        if _text(r.get("event")) == "ada_rollback" and (k, stop) in lam_at:
-            branch[k + 1] = (stop, lam_at[(k, stop)])
-
-    round_handles: list[Line2D] = []
-    any_ratio = False
-    for idx, (k, rs) in enumerate(sorted(rounds.items())):
-        color, marker = ROUND_COLORS[idx % len(ROUND_COLORS)], ROUND_MARKERS[idx % len(ROUND_MARKERS)]
-        epochs = [_int(r.get("epoch"), i) for i, r in enumerate(rs)]
-        x, y = _finite_xy(epochs, [_num(r.get("dominant_eigenvalue")) for r in rs])
-        ax.plot(x, y, color=color, marker=marker, markersize=5, linewidth=1.8, zorder=3, gid=f"eigenvalue_round_{k}")
-        if k in branch and x:
-            bx, by = branch[k]
-            ax.plot([bx, x[0]], [by, y[0]], color=color, linewidth=1.8, zorder=3)
-        x, y = _finite_xy(epochs, [_num(r.get("eigenvalue_local_avg")) for r in rs])
-        ax.plot(x, y, color=color, linestyle="--", linewidth=1.4, alpha=0.9, zorder=2, gid=f"local_avg_round_{k}")
-        x, y = _finite_xy(epochs, [_num(r.get("eigenvalue_ratio")) for r in rs])
-        any_ratio = any_ratio or bool(x)
-        ax2.plot(x, y, color=color, linestyle=":", linewidth=1.4, alpha=0.8, zorder=1, gid=f"ratio_round_{k}")
-        wd = _num(rs[0].get("weight_decay"))
-        wd_text = f"wd={wd:.1e}" if math.isfinite(wd) else "wd=?"
-        label = f"ADA round {k} ({wd_text})" if multi else rf"$\lambda_{{max}}$ ({wd_text})"
-        round_handles.append(Line2D([], [], color=color, marker=marker, linewidth=1.8, label=label))
-
-    style_handles: list[Line2D] = [
-        Line2D([], [], color="black", marker="o", markersize=4, linewidth=1.8,
-               label=r"$\lambda_{max}$ (evaluated epochs)"),
-        Line2D([], [], color="black", linestyle="--", linewidth=1.4, label="local average"),
-        Line2D([], [], color="black", linestyle=":", linewidth=1.4, label="ratio (right axis)"),
-    ]
-    if factor is not None:
-        ax2.axhline(factor, color="#495057", linestyle=(0, (6, 3)), linewidth=1.1, zorder=0)
-        style_handles.append(Line2D([], [], color="#495057", linestyle=(0, (6, 3)), linewidth=1.1,
-                                    label=f"ES factor {factor:g}"))
-        lo, hi = ax2.get_ylim()
-        ax2.set_ylim(min(lo, factor * 0.9), max(hi, factor * 1.1))
-    elif not any_ratio:
-        ax2.set_yticks([])
-
-    event_handles: list[Line2D] = []
-    y_floor = ax.get_ylim()[0]
-    for r in rows:
-        event = _text(r.get("event"))
-        if event not in EVENT_STYLES:
-            continue
-        epoch, k = _int(r.get("epoch"), -1), _int(r.get("ada_round"), 0)
-        color, ls, text = EVENT_STYLES[event]
-        ax.axvline(epoch, color=color, linestyle=ls, linewidth=1.5, alpha=0.85, zorder=1)
-        event_handles.append(Line2D([], [], color=color, linestyle=ls, linewidth=1.5, label=text.format(e=epoch)))
-        stop = _int(r.get("stop_epoch"), -1)
-        if stop < 0 or event == "ada_ignored":
-            continue
-        # The stop epoch's eigenvalue: from this round, else from the round it was measured in (before a rollback);
-        # an epoch without an eigenvalue of its own gets the marker on the x axis.
-        y = next((lam_at[(kk, stop)] for kk in range(k, -1, -1) if (kk, stop) in lam_at), y_floor)
-        ax.plot([stop], [y], marker="*", markersize=17, color="gold", markeredgecolor="black", linestyle="none",
-                zorder=5, clip_on=False)
-        event_handles.append(Line2D([], [], marker="*", markersize=13, color="gold", markeredgecolor="black",
-                                    linestyle="none", label=f"kept architecture (epoch {stop})"))
-
-    fig.legend(handles=round_handles + style_handles + event_handles, loc="upper left", bbox_to_anchor=(0.735, 0.9),
-               fontsize=9.5, frameon=False, borderaxespad=0.0)
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Cell diagram
-# ----------------------------------------------------------------------------------------------------------------------
 
 # Layout units: neighbouring nodes are 1 apart on the node line (y = 0); the figure maps one unit to `unit_in` inches.
 NODE_W, NODE_H = 0.46, 0.34  # node box size
@@ -508,4 +285,4 @@ def plot_genotype(genotype: Genotype, path: str | os.PathLike[str], *, title: st
             that is not an intermediate node.
     """
     fig, _ = _genotype_figure(genotype, title)
-    return _save_atomic(fig, path)
+    return save_atomic(fig, path)
