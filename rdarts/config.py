@@ -174,7 +174,9 @@ class SearchConfig:
     # eigenvalue tracking and early stopping
     ev_every: int = setting(REFERENCE_CODE.ev_every, POSITIVE, "epochs between λ_max measurements (and the last)")
     hessian_batches: int = setting(1, Rule(int, low=1, high=1024, high_open=False), "validation batches per "
-                                   "λ_max measurement")
+                                   "λ_max: the mean of their λ_max, its standard error as eigenvalue_se")
+    hessian_warm_start: bool = setting(True, FLAG, "start each λ_max solve from the previous one's Ritz vector "
+                                       "(same λ within the tolerance, a few products instead of ten or more)")
     hessian_tol: float = setting(1e-4, NON_NEGATIVE, "relative tolerance of λ_max (Lanczos)")
     hessian_max_iter: int = setting(100, POSITIVE, "most Hessian-vector products per measurement")
     early_stop: str = setting("off", Rule(str, choices=EARLY_STOP_MODES), "off, es (DARTS-ES) or ada (DARTS-ADA)")

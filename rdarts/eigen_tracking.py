@@ -4,12 +4,20 @@ RobustDARTS' signal (automl/RobustDARTS ``src/search/analyze.py``): the Hessian 
 architecture weight decay ``arch_wd/2 ‖α‖²`` w.r.t. α, on validation batches, with the supernet in train mode (BN on
 batch statistics), as the reference computes it after each epoch. A measurement leaves the search as it found it:
 the BN running statistics are restored and its random draws use a generator of its own.
+
+With ``hessian_batches`` = k > 1, λ_max is the mean of the k batches' own λ_max and its standard error is reported
+(``eigenvalue_se``): one batch's λ_max scatters by tens of percent, which is what the DARTS-ES ratio sees. The
+released code measures one batch.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,27 +46,62 @@ def alpha_entropy(weights: tuple[torch.Tensor, torch.Tensor]) -> float:
     return float(torch.cat(ents).mean())
 
 
+def alpha_summary(weights: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """An epoch record's α fields: the mean entropy and both cells' softmax(α) as JSON (6 decimals)."""
+    return {"alpha_entropy": alpha_entropy(weights),
+            "alphas_normal": json.dumps([[round(v, 6) for v in row] for row in weights[0].tolist()]),
+            "alphas_reduce": json.dumps([[round(v, 6) for v in row] for row in weights[1].tolist()])}
+
+
+@dataclass(frozen=True)
+class EigenMeasurement:
+    value: float
+    """λ_max; with several batches the mean of their λ_max."""
+    se: float
+    """Standard error of that mean (sample std / √k); NaN for one batch."""
+    iterations: int
+    """Hessian-vector products, all batches together."""
+    vector: torch.Tensor
+    """The last solve's Ritz vector (float64, CPU): the warm start of the next measurement."""
+
+
 def dominant_alpha_eigenvalue(model: torch.nn.Module, alphas: Sequence[torch.Tensor], batches: Sequence[Batch], *,
                               arch_weight_decay: float, tol: float, max_iter: int, generator: torch.Generator,
-                              epoch: int) -> tuple[float, int]:
-    """λ_max of ∇²_α (mean L_val over ``batches`` + arch_wd/2 ‖α‖²) and the Hessian-vector products it took.
+                              epoch: int, start: torch.Tensor | None = None) -> EigenMeasurement:
+    """λ_max of ∇²_α (L_val + arch_wd/2 ‖α‖²) on each of ``batches``: their mean, its standard error, the products.
 
-    Raises ``DivergedError`` when the products are not finite (the eigensolver fails on NaN/inf).
+    Each batch's solve starts from the Ritz vector of the one before (the first from ``start``, or from a random
+    vector drawn from ``generator`` when None). Between two measurements of a search the dominant eigenvector moves
+    little, so a warm start needs a few products where a cold one needs ten or more; the eigenvalue is the same
+    within the solver's tolerance. Raises ``DivergedError`` when the products are not finite.
     """
     alphas = list(alphas)
-
-    def loss_fn() -> torch.Tensor:
-        loss = sum(F.cross_entropy(model(x), y) for x, y in batches) / len(batches)
-        return loss + 0.5 * arch_weight_decay * sum((a * a).sum() for a in alphas)  # type: ignore[return-value]
-
+    n = sum(a.numel() for a in alphas)
+    if start is not None and start.numel() != n:
+        start = None  # a vector of another supernet (a changed space): start cold
+    values: list[float] = []
+    iterations = 0
     model.train()
-    # The weights keep requires_grad: freezing them shrinks the graph but, measured at the reference's size on
-    # CPU (benchmarks/bench_engine.py), made each Hessian-vector product about 2.6x slower.
-    with saved_bn_buffers(model):
-        matvec = hvp_fn(loss_fn(), alphas)
-        n = sum(a.numel() for a in alphas)
-        try:
-            res = lanczos(matvec, n, tol=tol, max_iter=max_iter, generator=generator, device=alphas[0].device)
-        except torch.linalg.LinAlgError as e:  # NaN/inf Hessian-vector products
-            raise DivergedError(f"diverged: the Hessian eigenvalue solve failed at epoch {epoch} ({e})") from None
-    return res.eigenvalues[0], res.iterations
+    for x, y in batches:
+        def loss_fn(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+            loss = F.cross_entropy(model(x), y)
+            return loss + 0.5 * arch_weight_decay * sum((a * a).sum() for a in alphas)  # type: ignore[return-value]
+
+        # The weights keep requires_grad: freezing them shrinks the graph but, measured at the reference's size on
+        # CPU (benchmarks/bench_engine.py), made each Hessian-vector product about 2.6x slower.
+        with saved_bn_buffers(model):
+            matvec = hvp_fn(loss_fn(), alphas)
+            try:
+                res = lanczos(matvec, n, tol=tol, max_iter=max_iter, generator=generator, device=alphas[0].device,
+                              start=start)
+            except torch.linalg.LinAlgError as e:  # NaN/inf Hessian-vector products
+                raise DivergedError(f"diverged: the Hessian eigenvalue solve failed at epoch {epoch} ({e})") from None
+        values.append(res.eigenvalues[0])
+        iterations += res.iterations
+        assert res.vector is not None
+        start = res.vector
+    assert start is not None
+    k = len(values)
+    mean = sum(values) / k
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k) if k > 1 else math.nan
+    return EigenMeasurement(mean, se, iterations, start)

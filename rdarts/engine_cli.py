@@ -85,9 +85,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     def on_epoch(record: dict[str, Any]) -> None:
         write_epochs(out, search.records)
-        event = f"  [{record['event']} -> keep epoch {record['target_epoch']}]" if record["event"] else ""
+        verb = {"es_stop": "keep", "ada_rollback": "roll back to", "ada_ignored": "ignored; target"}
+        event = (f"  [{record['event']}: {verb.get(record['event'], 'epoch')} epoch {record['target_epoch']}]"
+                 if record["event"] else "")
+        se = record["eigenvalue_se"]
+        spread = f" ± {se:.2g}" if se == se else ""  # NaN with one batch
         print(f"epoch {record['epoch']:3d}  train_acc {record['train_acc']:.3f}  valid_acc {record['valid_acc']:.3f}  "
-              f"λ_max {_fmt(record['dominant_eigenvalue'])}  ratio {_fmt(record['eigenvalue_ratio'])}  "
+              f"λ_max {_fmt(record['dominant_eigenvalue'])}{spread}  ratio {_fmt(record['eigenvalue_ratio'])}  "
               f"param-free {record['param_free_share']:.2f}  wd {record['weight_decay']:.1e}{event}", file=sys.stderr)
 
     try:

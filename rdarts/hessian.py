@@ -51,10 +51,13 @@ class LanczosResult:
     iterations: int
     """Hessian-vector products used."""
     converged: bool
+    vector: torch.Tensor | None = None
+    """The Ritz vector of the largest eigenvalue (float64, on the CPU): a warm start for the next solve."""
 
 
 def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: int = 100,
-            generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> LanczosResult:
+            generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+            start: torch.Tensor | None = None) -> LanczosResult:
     """The ``k`` largest (algebraic) eigenvalues of a symmetric operator of size ``n``.
 
     Lanczos with full reorthogonalisation in float64. It stops when every wanted Ritz value moved by at most ``tol``
@@ -70,11 +73,17 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: 
         max_iter: Most products to use (capped at ``n``).
         generator: Seeds the start vector, for reproducible results.
         device: Where the Lanczos vectors live.
+        start: A start vector (e.g. the previous solve's Ritz vector, ``LanczosResult.vector``); random when None.
+            Near the wanted eigenvector it needs far fewer products; any vector with a component along it finds it.
     """
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
     max_iter = max(k, min(max_iter, n))
-    q = torch.randn(n, generator=generator, dtype=torch.float64, device="cpu").to(device)
+    q = torch.randn(n, generator=generator, dtype=torch.float64, device="cpu") if start is None else \
+        start.detach().to("cpu", torch.float64).reshape(-1).clone()
+    if q.numel() != n or not bool(torch.isfinite(q).all()) or float(q.norm()) == 0.0:
+        raise ValueError(f"the start vector must be a finite, non-zero vector of {n} entries")
+    q = q.to(device)
     q /= q.norm()
     basis = [q]
     alphas: list[float] = []
@@ -110,7 +119,9 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: 
             prev = top.clone()
         betas.append(beta)
         basis.append(w / beta)
-    return LanczosResult([float(t) for t in top], j + 1, converged)
+    # S is ascending: its last column belongs to top[0]; after max_iter the basis holds one vector more than T.
+    ritz = (torch.stack(basis[: S.shape[0]], dim=1) @ S[:, -1]).cpu()
+    return LanczosResult([float(t) for t in top], j + 1, converged, ritz / ritz.norm())
 
 
 def top_eigenvalues(loss_fn: LossFn, params: Sequence[torch.Tensor], k: int, *, tol: float = 1e-4,

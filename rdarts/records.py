@@ -26,7 +26,9 @@ class EpochRecord:
     valid_loss: float
     valid_acc: float
     dominant_eigenvalue: float
-    """NaN on epochs without an eigenvalue."""
+    """NaN on epochs without an eigenvalue; with hessian_batches > 1 the mean of the batches' λ_max."""
+    eigenvalue_se: float
+    """Standard error of that mean (NaN with one batch, and on epochs without an eigenvalue)."""
     eigenvalue_local_avg: float
     eigenvalue_ratio: float
     """Newest local average over the one ``es_delta`` entries earlier (the DARTS-ES statistic); NaN until defined."""

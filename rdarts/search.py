@@ -10,11 +10,8 @@ the weight decay and goes on to the last epoch.
 The per-epoch one-shot validation accuracy is measured as the reference measures it: on the validation half with the
 training transform (crop, flip, cutout when on), the model in eval mode (``valid_augment``; off: normalisation only).
 
-DARTS-ADA rolls back everything, the eigenvalue history included. The released code means to, but does not: it loads
-the checkpoint's eigenvalue lists into a new tracker that the recursive ``train_epochs`` call never receives (its
-``la_tracker=la_tracker`` default argument was bound when the function was defined), so the released DARTS-ADA keeps
-the discarded round's eigenvalues, tends to fire again at once and climbs to the maximum weight decay. rdarts
-implements the intended behaviour (``rollback`` restores the history of the stop epoch).
+DARTS-ADA rolls back everything, the eigenvalue history included (the released code does not: see
+``rdarts.stopping``).
 
 Pure PyTorch: no Ray, no MLflow. A search writes its checkpoints under ``out_dir/checkpoints`` and resumes from the
 latest one when run again; every random draw comes from seeded generators saved in the checkpoint, so a resumed
@@ -23,7 +20,6 @@ search ends exactly as an uninterrupted one (on CPU).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -39,7 +35,7 @@ from rdarts.checkpoint import CheckpointStore
 from rdarts.config import ConfigError, SearchConfig
 from rdarts.data import Augment, ImageData, load_dataset
 from rdarts.device import resolve_device
-from rdarts.eigen_tracking import alpha_entropy, dominant_alpha_eigenvalue
+from rdarts.eigen_tracking import EigenMeasurement, alpha_summary, dominant_alpha_eigenvalue
 from rdarts.errors import DivergedError
 from rdarts.records import EpochRecord, SearchResult
 from rdarts.regularization import ada_next_weight_decay, cosine_lr, cutout_enabled, drop_path_prob
@@ -101,6 +97,7 @@ class Search:
         self.kept_epoch: int | None = None  # DARTS-ES: the epoch whose genotype is returned
         self.stop_epoch: int | None = None  # DARTS-ES: the epoch after which it stopped
         self._last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.ritz_vector: torch.Tensor | None = None  # the warm start of the next λ_max (checkpointed)
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _augment(self) -> Augment:
@@ -184,20 +181,24 @@ class Search:
         self.model.train()
         return loss_sum / seen, correct / seen
 
-    def measure_eigenvalue(self, epoch: int) -> tuple[float, int]:
-        """λ_max of ∇²_α (L_val + arch_wd/2 ‖α‖²) on the epoch's last validation batch(es), in train mode."""
+    def measure_eigenvalue(self, epoch: int) -> EigenMeasurement:
+        """λ_max of ∇²_α (L_val + arch_wd/2 ‖α‖²) on the epoch's last validation batch and ``hessian_batches - 1``
+        more (drawn from a generator of the measurement's own: the search's stream is not moved), in train mode."""
         if self.eigenvalue_fn is not None:
-            return float(self.eigenvalue_fn(epoch)), 0
+            return EigenMeasurement(float(self.eigenvalue_fn(epoch)), math.nan, 0, torch.zeros(0))
         assert self._last_valid_batch is not None
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         batches = [self._last_valid_batch]
         aug = self._augment()
         for _ in range(self.cfg.hessian_batches - 1):
-            vidx = torch.randperm(len(self.y_val), generator=self.generator)[: self.cfg.batch_size].to(self.device)
-            batches.append((self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]))
-        return dominant_alpha_eigenvalue(
+            vidx = torch.randperm(len(self.y_val), generator=gen)[: self.cfg.batch_size].to(self.device)
+            batches.append((self._to_input(aug(self.x_val[vidx], gen)), self.y_val[vidx]))
+        m = dominant_alpha_eigenvalue(
             self.model, self.model.arch_parameters(), batches, arch_weight_decay=self.cfg.arch_weight_decay,
-            tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter, epoch=epoch,
-            generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
+            tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter, epoch=epoch, generator=gen,
+            start=self.ritz_vector if self.cfg.hessian_warm_start else None)
+        self.ritz_vector = m.vector
+        return m
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -215,6 +216,7 @@ class Search:
             "ada_round": self.ada_round,
             "status": self.status,
             "kept_epoch": -1 if self.kept_epoch is None else self.kept_epoch,
+            "ritz_vector": self.ritz_vector,
             "stop_epoch": -1 if self.stop_epoch is None else self.stop_epoch,
         }
         return state
@@ -233,6 +235,7 @@ class Search:
         self.ada_round = int(state["ada_round"])
         self.status = str(state["status"])
         self.kept_epoch = None if int(state["kept_epoch"]) < 0 else int(state["kept_epoch"])
+        self.ritz_vector = state.get("ritz_vector")
         self.stop_epoch = None if int(state["stop_epoch"]) < 0 else int(state["stop_epoch"])
         if not keep_records:
             self.records = list(state.get("records", []))
@@ -265,25 +268,23 @@ class Search:
         valid_loss, valid_acc = self.validate(epoch)
         genotype = self.model.genotype()
         self.genotypes[epoch] = genotype.to_json()
-        eig, iters, t_h = math.nan, 0, 0.0
+        eig, se, iters, t_h = math.nan, math.nan, 0, 0.0
         if epoch % cfg.ev_every == 0 or epoch == cfg.epochs - 1:
             th = time.perf_counter()
-            eig, iters = self.measure_eigenvalue(epoch)
+            m = self.measure_eigenvalue(epoch)
+            eig, se, iters = m.value, m.se, m.iterations
             t_h = time.perf_counter() - th
             if not math.isfinite(eig):
                 raise DivergedError(f"diverged: the dominant eigenvalue became {eig} at epoch {epoch}")
             self.history[epoch] = eig
         la, ratio = newest_ratio(self.history, total_epochs=cfg.epochs, **cfg.es_rule().as_kwargs())
-        softmax = self.model.alpha_softmax()
         record = EpochRecord(
             epoch=epoch, ada_round=self.ada_round, lr=self.w_optimizer.param_groups[0]["lr"],
             weight_decay=self.weight_decay, drop_path=self.model.drop_path_prob,
             cutout=cutout_enabled(cfg.cutout, cfg.drop_path), train_loss=train_loss, train_acc=train_acc,
-            valid_loss=valid_loss, valid_acc=valid_acc, dominant_eigenvalue=eig, eigenvalue_local_avg=la,
-            eigenvalue_ratio=ratio, hessian_iters=iters, genotype=genotype.to_json(),
-            param_free_share=genotype.parameter_free_share(), alpha_entropy=alpha_entropy(softmax),
-            alphas_normal=json.dumps([[round(v, 6) for v in row] for row in softmax[0].tolist()]),
-            alphas_reduce=json.dumps([[round(v, 6) for v in row] for row in softmax[1].tolist()]),
+            valid_loss=valid_loss, valid_acc=valid_acc, dominant_eigenvalue=eig, eigenvalue_se=se,
+            eigenvalue_local_avg=la, eigenvalue_ratio=ratio, hessian_iters=iters, genotype=genotype.to_json(),
+            param_free_share=genotype.parameter_free_share(), **alpha_summary(self.model.alpha_softmax()),
             epoch_time_s=time.perf_counter() - t0, hessian_time_s=t_h,
         )
         return record.to_dict()

@@ -10,6 +10,12 @@ Worked example (the reference digest): λ = 0.1 at epochs 0, 2, ..., 20 and 0.3 
 newest local average (centre 18) is 0.14, the one 4 entries earlier (centre 10) is 0.1; 1.4 > 1.3, so the search
 stops and keeps the genotype of epoch 10.
 
+DARTS-ADA rolls back everything, the eigenvalue history included. The released code means to, but does not: it loads
+the checkpoint's eigenvalue lists into a new tracker that the recursive ``train_epochs`` call never receives (its
+``la_tracker=la_tracker`` default argument was bound when the function was defined), so the released DARTS-ADA keeps
+the discarded round's eigenvalues, tends to fire again at once and climbs to the maximum weight decay. rdarts
+implements the intended behaviour (``Search.rollback`` restores the history of the target epoch).
+
 This module is pure Python; the Ray Tune scheduler and the search loop both call ``es_stop_epoch``.
 """
 

@@ -184,7 +184,8 @@ def test_search_measure_eigenvalue_includes_arch_weight_decay_and_changes_nothin
     model = search.model
     before = {k: v.clone() for k, v in model.state_dict().items()}  # weights, α and BN running statistics
 
-    lam, iters = search.measure_eigenvalue(0)
+    m = search.measure_eigenvalue(0)
+    lam, iters = m.value, m.iterations
 
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "measure_eigenvalue changed the model state"

@@ -255,6 +255,18 @@ def test_plot_eigenvalues_without_eigenvalues(tmp_path: Path) -> None:
     assert not any("no eigenvalues yet" in t.get_text() for t in texts)
 
 
+def test_standard_errors_are_error_bars_and_listed_only_when_drawn() -> None:
+    recs = [{**_record(e, 0, 0.1 + 0.01 * e, 3e-4), "eigenvalue_se": 0.005 if e % 2 == 0 else math.nan}
+            for e in range(6)]
+    fig = eigenvalues._eigen_figure(recs)
+    bars = fig.axes[0].containers
+    segments = [seg for c in bars for lc in c.lines[2] for seg in lc.get_segments()]
+    assert sorted(float(seg[0][0]) for seg in segments) == [0.0, 2.0, 4.0]  # only where a standard error exists
+    assert all(float(seg[1][1] - seg[0][1]) == pytest.approx(0.01) for seg in segments)  # ± one SE
+    assert "± standard error over the batches" in _legend_texts(fig)
+    assert "± standard error over the batches" not in _legend_texts(eigenvalues._eigen_figure(_ada_records()))
+
+
 def test_plot_eigenvalues_reads_csv_like_values(tmp_path: Path) -> None:
     recs = [{k: ("" if isinstance(v, float) and math.isnan(v) else str(v)) for k, v in r.items()}
             for r in _ada_records()]

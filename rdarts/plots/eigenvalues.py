@@ -108,12 +108,19 @@ def _eigen_figure(records: Sequence[Mapping[str, Any]], *, title: str | None = N
             branch[k + 1] = (stop, lam_at[(k, stop)])
 
     round_handles: list[Line2D] = []
-    any_ratio = False
+    any_ratio = any_se = False
     for idx, (k, rs) in enumerate(sorted(rounds.items())):
         color, marker = ROUND_COLORS[idx % len(ROUND_COLORS)], ROUND_MARKERS[idx % len(ROUND_MARKERS)]
         epochs = [as_int(r.get("epoch"), i) for i, r in enumerate(rs)]
         x, y = _finite_xy(epochs, [num(r.get("dominant_eigenvalue")) for r in rs])
         ax.plot(x, y, color=color, marker=marker, markersize=5, linewidth=1.8, zorder=3, gid=f"eigenvalue_round_{k}")
+        bars = [(e, num(r.get("dominant_eigenvalue")), num(r.get("eigenvalue_se"))) for e, r in zip(epochs, rs,
+                                                                                                    strict=True)]
+        bars = [b for b in bars if math.isfinite(b[1]) and math.isfinite(b[2])]
+        if bars:  # hessian_batches > 1: λ_max is a mean over batches, drawn with ± one standard error
+            any_se = True
+            ax.errorbar([b[0] for b in bars], [b[1] for b in bars], yerr=[b[2] for b in bars], fmt="none",
+                        ecolor=color, elinewidth=1.1, capsize=3, zorder=3, gid=f"eigenvalue_se_round_{k}")
         if k in branch and x:
             bx, by = branch[k]
             ax.plot([bx, x[0]], [by, y[0]], color=color, linewidth=1.8, zorder=3)
@@ -132,6 +139,9 @@ def _eigen_figure(records: Sequence[Mapping[str, Any]], *, title: str | None = N
         Line2D([], [], color="black", marker="o", markersize=4, linewidth=1.8,
                label=r"$\lambda_{max}$ (evaluated epochs)"),
     ]
+    if any_se:
+        style_handles.append(Line2D([], [], color="black", marker="|", markersize=9, linestyle="none",
+                                    label="± standard error over the batches"))
     if any_avg:
         style_handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.4, label="local average"))
     if any_ratio:  # the records hold the ratio only where DARTS-ES compares it with the factor
