@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,7 +90,8 @@ def fault_trainable(config: dict[str, Any]) -> None:
 
     - ``explode_at``: scripted eigenvalues (the search's ``eigenvalue_fn`` seam) that explode from that epoch;
     - ``crash_at_epoch`` + ``crash_marker``: the worker process dies (``os._exit``) right after that epoch's report,
-      once: the marker file records that it happened.
+      once: the marker file records that it happened;
+    - ``epoch_sleep``: seconds to wait after each report (a trial slow enough to be watched while it runs).
     """
     from rdarts.sweep.trainable import run_trial
 
@@ -98,11 +103,48 @@ def fault_trainable(config: dict[str, Any]) -> None:
             marker.write_text(str(os.getpid()))
             os._exit(1)  # as a lost node: no exception, no cleanup
 
-    run_trial(config, eigenvalue_fn=scripted_eigenvalues(extra),
-              after_report=crash_once if "crash_at_epoch" in extra else None)
+    def after(record: dict[str, Any]) -> None:
+        time.sleep(float(extra.get("epoch_sleep", 0.0)))
+        if "crash_at_epoch" in extra:
+            crash_once(record)
+
+    run_trial(config, eigenvalue_fn=scripted_eigenvalues(extra), after_report=after)
 
 
 TRAINABLES = {"search": None, "fault": fault_trainable}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server on 127.0.0.1 (SQLite store, one worker) for the module; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start (exit code {proc.poll()})")
+            time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 # ------------------------------------------------------------------------------------------------- CLI harness

@@ -7,19 +7,13 @@ make ES fire), one MLflow server (SQLite in tmp, ``--workers 1``), shared by the
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from sweep_fixtures import FAST_RULE, fault_trainable, ray_session, tiny_spec
+from sweep_fixtures import FAST_RULE, fault_trainable, free_port, ray_session, tiny_spec
 
 from rdarts.network import Network, count_parameters
 from rdarts.reduce import reduce_experiment
@@ -33,38 +27,6 @@ __all__ = ["ray_session"]
 
 EPOCHS = 6
 ES_STOP = 1  # with λ exploding from epoch 3, the FAST_RULE fires at epoch 4 and keeps the genotype of epoch 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start (exit code {proc.poll()})")
-            time.sleep(0.5)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +136,7 @@ def test_server_down_keeps_everything_then_a_later_reduce_logs_it(experiment: tu
     from rdarts.reduce.cli import main
 
     path, spec = experiment
-    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"experiment": "down-then-up"})})
     (path / "sweep.yaml").write_text(spec.model_dump_json(exclude_unset=True))  # what 'rdarts reduce PATH' reads
     (path / "results.parquet").unlink()
