@@ -4,17 +4,16 @@ One epoch (automl/RobustDARTS ``src/search/train_search.py``): for each training
 validation batch (second order: through the unrolled weight step), then a weight step with gradient clipping; then a
 validation pass in eval mode, the genotype, on eigenvalue epochs the dominant eigenvalue of the α Hessian of the
 validation loss on the epoch's last validation batch (train mode, arch weight decay included), and a full-state
-checkpoint. ES keeps the stop epoch's genotype and ends; ADA rolls back to the stop epoch's checkpoint, multiplies
-the weight decay and goes on to the last epoch.
+checkpoint. ES keeps the stop epoch's genotype and ends; ADA rolls back to the stop epoch's checkpoint, multiplies the
+weight decay and goes on to the last epoch.
 
-The per-epoch one-shot validation accuracy is measured as the reference measures it: on the validation half with the
-training transform (crop, flip, cutout when on), the model in eval mode (``valid_augment``; off: normalisation only).
+Robust-DARTS methods (``method``) act through ``rdarts.robust.hooks``. Validation as the reference: the validation half
+with the training transform (crop, flip, cutout), in eval mode (``valid_augment`` off: normalised only).
 
 DARTS-ADA rolls back everything, the eigenvalue history included. The released code means to, but does not: it loads
 the checkpoint's eigenvalue lists into a new tracker that the recursive ``train_epochs`` call never receives (its
-``la_tracker=la_tracker`` default argument was bound when the function was defined), so the released DARTS-ADA keeps
-the discarded round's eigenvalues, tends to fire again at once and climbs to the maximum weight decay. rdarts
-implements the intended behaviour (``rollback`` restores the history of the stop epoch).
+``la_tracker=la_tracker`` default was bound when the function was defined), so the released DARTS-ADA keeps the
+discarded round's eigenvalues, fires again at once and climbs to the maximum weight decay; ``rollback`` does not.
 
 Pure PyTorch: no Ray, no MLflow. A search writes its checkpoints under ``out_dir/checkpoints`` and resumes from the
 latest one when run again; every random draw comes from seeded generators saved in the checkpoint, so a resumed
@@ -44,9 +43,9 @@ from rdarts.errors import DivergedError
 from rdarts.records import EpochRecord, SearchResult
 from rdarts.regularization import ada_next_weight_decay, cosine_lr, cutout_enabled, drop_path_prob
 from rdarts.resumable import autocast, check_settings, restore_rng, rng_state, settings_stamp
+from rdarts.robust import make_method
 from rdarts.spaces import Genotype
 from rdarts.stopping import newest_ratio, stop_event
-from rdarts.supernet import Supernet
 
 __all__ = ["DivergedError", "EpochRecord", "Search", "SearchResult", "resolve_device", "run_search"]
 
@@ -82,13 +81,16 @@ class Search:
         self.space = cfg.search_space()
 
         torch.manual_seed(cfg.seed)
-        self.model = Supernet(self.space, cfg.channels, data.num_classes, cfg.layers, data.in_channels).to(self.device)
+        self.method = make_method(cfg)  # the robust-DARTS method's hooks (rdarts.robust); plain DARTS by default
+        self.model = self.method.build_supernet(self.space, cfg.channels, data.num_classes, cfg.layers,
+                                                data.in_channels).to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.w_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)
         self.architect = Architect(self.model, self.w_optimizer, order=cfg.order, lr=cfg.arch_lr,
-                                   weight_decay=cfg.arch_weight_decay, autocast=autocast(cfg.amp, self.device))
+                                   weight_decay=cfg.arch_weight_decay, autocast=autocast(cfg.amp, self.device),
+                                   extra_loss=self.method.alpha_loss)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # Mutable search state (all of it goes into the checkpoint).
         self.next_epoch = 0
@@ -125,6 +127,7 @@ class Search:
         for group in self.w_optimizer.param_groups:
             group["lr"] = lr
         self.model.drop_path_prob = drop_path_prob(epoch, cfg.epochs, cfg.drop_path)
+        self.method.begin_epoch(self.model, epoch, cfg.epochs)
         self.model.train()
         aug = self._augment()
         n_train, n_val = len(self.y_train), len(self.y_val)
@@ -140,10 +143,10 @@ class Search:
             # A fresh validation batch each step, as the reference's next(iter(valid_queue)).
             vidx = torch.randperm(n_val, generator=self.generator)[: cfg.batch_size].to(self.device)
             xv, yv = self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]
-            self.architect.step((x, y), (xv, yv), lr, self.weight_decay)
+            self.method.arch_step(self.architect, epoch, (x, y), (xv, yv), lr, self.weight_decay)
             self.w_optimizer.zero_grad(set_to_none=True)
             with autocast(self.cfg.amp, self.device):
-                logits = self.model(x)
+                logits = self.method.weight_step_logits(self.model, x, y, self.generator)
                 loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
                 raise DivergedError(f"diverged: the training loss became {loss.item()} at epoch {epoch} step {step}; "
@@ -195,13 +198,13 @@ class Search:
             vidx = torch.randperm(len(self.y_val), generator=self.generator)[: self.cfg.batch_size].to(self.device)
             batches.append((self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]))
         return dominant_alpha_eigenvalue(
-            self.model, self.model.arch_parameters(), batches, arch_weight_decay=self.cfg.arch_weight_decay,
+            self.model, self.model.alpha_parameters(), batches, arch_weight_decay=self.cfg.arch_weight_decay,
             tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter, epoch=epoch,
             generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
+        return {
             "format": 1,
             "config": settings_stamp(self.cfg.result_affecting()),
             "next_epoch": self.next_epoch,
@@ -217,7 +220,6 @@ class Search:
             "kept_epoch": -1 if self.kept_epoch is None else self.kept_epoch,
             "stop_epoch": -1 if self.stop_epoch is None else self.stop_epoch,
         }
-        return state
 
     def load_state_dict(self, state: dict[str, Any], *, keep_records: bool = False) -> None:
         check_settings(self.cfg.result_affecting(), state, fix="use a new --out folder, or the settings it was "
