@@ -28,9 +28,8 @@ from torch import nn
 
 from rdarts.architect import Architect, Batch
 from rdarts.robust.hooks import MethodHooks
-from rdarts.spaces import SearchSpace
+from rdarts.spaces import Genotype, SearchSpace
 from rdarts.supernet import MixedOp, Supernet, derive_genotype
-from rdarts.spaces import Genotype
 
 K = 4
 """The code's ``self.k``: 1/K of the channels go through the ops."""
