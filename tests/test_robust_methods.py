@@ -346,6 +346,16 @@ def test_the_comparison_sweeps_have_every_method_three_seeds_and_one_table_row_e
     assert pc["order"] == "first" and (pc["paper_mean"] == 2.57 if space == "darts" else math.isnan(pc["paper_mean"]))
 
 
+def test_the_quickstart_comparison_runs_every_method_on_the_cpu() -> None:
+    from rdarts.sweep.spec import load_sweep
+
+    trials = load_sweep(SWEEPS / "robust_methods_quickstart.yaml").trials()
+    assert {t["search"]["method"] for t in trials} == set(METHODS)
+    assert {t["search"]["device"] for t in trials} == {"cpu"} and {t["search"]["order"] for t in trials} == {"first"}
+    labels = {label for t in trials for label in t["method"].split(", ")}
+    assert labels == {"DARTS", "DARTS-ES", "R-DARTS(L2)", *ROBUST_LABELS.values()}
+
+
 # ----------------------------------------------------------------------------------------------------- end to end
 def _run_and_resume(method: str, space: str, digits: Any, tmp_path: Path) -> None:
     cfg = config(method=method, space=space, epochs=2, ev_every=1)
