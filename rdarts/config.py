@@ -246,8 +246,12 @@ class SearchConfig:
         return from_dict(cls, d, "search")
 
     def result_affecting(self) -> dict[str, Any]:
-        """The settings a resumed search must share with the checkpoint (everything but labels and device)."""
-        return _without(self.to_dict(), ("extra", "device", "data_root", "download"))
+        """The settings a resumed search must share with the checkpoint (everything but labels and device).
+
+        ``method`` only when it is not plain DARTS: checkpoints written before the setting existed still resume.
+        """
+        drop = ("extra", "device", "data_root", "download") + (("method",) if self.method == "darts" else ())
+        return _without(self.to_dict(), drop)
 
 
 @dataclass(frozen=True)

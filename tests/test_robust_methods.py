@@ -304,6 +304,14 @@ def test_invalid_combinations_and_unknown_methods_are_clear_errors() -> None:
         config(method="sdarts")
 
 
+def test_a_checkpoint_knows_its_method_and_old_darts_checkpoints_still_resume(digits: Any, tmp_path: Path) -> None:
+    assert "method" not in config().result_affecting()  # as before the setting existed
+    assert config(method="pc-darts").result_affecting()["method"] == "pc-darts"
+    Search(config(method="pc-darts", epochs=1), tmp_path, train_data=digits).run()
+    with pytest.raises(ConfigError, match=r"other settings \(method\)"):
+        Search(config(epochs=1), tmp_path, train_data=digits).resume()
+
+
 def test_cli_refuses_an_unknown_method_listing_the_valid_ones() -> None:
     res = subprocess.run([sys.executable, "-m", "rdarts", "search", "--method", "sdarts", "--dataset", "digits"],
                          capture_output=True, text=True, timeout=120)
