@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from sweep_fixtures import progress, ray_session, tiny_spec
 
 from rdarts.architect import Architect
 from rdarts.config import METHODS, ConfigError, SearchConfig
@@ -30,6 +31,7 @@ from rdarts.search import Search
 from rdarts.spaces import SPACE_NAMES, get_space
 from rdarts.supernet import Supernet, derive_genotype
 
+__all__ = ["ray_session"]  # the fixture, imported for pytest
 ROBUST = [m for m in METHODS if m != "darts"]
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -409,3 +411,18 @@ def test_every_method_searches_every_space_and_resumes_exactly(method: str, spac
     if space == "s3" and method in FAST:
         pytest.skip("in the fast tier")
     _run_and_resume(method, space, digits, tmp_path)
+
+
+@pytest.mark.slow  # a local Ray, six tiny searches: about 2 minutes on 2 cores
+def test_a_method_grid_runs_as_ray_tune_trials_with_lambda_max(ray_session: None, tmp_path: Path) -> None:
+    import io
+
+    from rdarts.sweep.runner import run_sweep
+
+    spec = tiny_spec("methods", grid={"method": list(METHODS)}, search={"channels": 8, "epochs": 2},
+                     max_concurrent=2)
+    outcome = run_sweep(spec, storage=str(tmp_path / "results"), verbose=0, out=io.StringIO())
+    assert outcome.num_errors == 0 and [r["status"] for r in outcome.rows] == ["finished"] * len(METHODS)
+    assert [r["method"] for r in outcome.rows] == ["DARTS", *(ROBUST_LABELS[m] for m in ROBUST)]
+    for r in outcome.rows:
+        assert all(x["dominant_eigenvalue"] > 0 for x in progress(r["path"]))  # λ_max every epoch (ev_every 1)
