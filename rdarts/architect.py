@@ -10,10 +10,14 @@ with the mixed second derivative by central finite differences, ``r = 0.01 / ‖
 ``(∇_α L_train(w + r v) - ∇_α L_train(w - r v)) / (2 r)``. The parentheses matter: several ports divide by 2 and
 multiply by r (pt.darts#43, nni#3044). The virtual step uses the weight decay in force, also after a DARTS-ADA
 increase; the reference kept the old value there.
+
+``extra_loss`` is a robust method's term on the α loss (β-DARTS' Beta-decay): its α gradient is added to the step's,
+in either order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -41,17 +45,20 @@ class Architect:
         lr, betas, weight_decay: Adam on α.
         autocast: Context for the forward passes of the main losses (bf16 on GPU); the finite-difference passes of
             the second-order term always run in full precision.
+        extra_loss: ``model -> term`` added to the α loss (``None``: none this step), e.g. β-DARTS' Beta-decay.
     """
 
     def __init__(self, model: Supernet, w_optimizer: torch.optim.SGD, *, order: str = "second", lr: float = 3e-4,
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
-                 autocast: AbstractContextManager[object] | None = None):
+                 autocast: AbstractContextManager[object] | None = None,
+                 extra_loss: Callable[[Supernet], torch.Tensor | None] | None = None):
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
         self.model, self.w_optimizer, self.order = model, w_optimizer, order
         self.weight_decay = weight_decay
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
         self._autocast = autocast
+        self.extra_loss = extra_loss
 
     def _ac(self) -> AbstractContextManager[object]:
         return self._autocast if self._autocast is not None else nullcontext()
@@ -66,6 +73,9 @@ class Architect:
             grads = _grad(loss, alphas)
         else:
             grads = self.unrolled_gradient(train, valid, eta, w_weight_decay)
+        extra = self.extra_loss(self.model) if self.extra_loss is not None else None
+        if extra is not None:
+            grads = [g + e for g, e in zip(grads, _grad(extra, alphas), strict=True)]
         for a, g in zip(alphas, grads, strict=True):
             a.grad = g.to(a.dtype)
         self.optimizer.step()
@@ -73,9 +83,11 @@ class Architect:
     def unrolled_gradient(self, train: Batch, valid: Batch, eta: float, w_weight_decay: float) -> list[torch.Tensor]:
         """The second-order α gradient (without Adam's weight decay, which the optimiser adds)."""
         model = self.model
-        names = [n for n, _ in model.named_parameters() if not n.startswith("alphas_")]
         weights = model.weight_parameters()
         alphas = model.arch_parameters()
+        arch = {id(a) for a in alphas}
+        names = [n for n, p in model.named_parameters() if id(p) not in arch]
+        arch_named = {n: p for n, p in model.named_parameters() if id(p) in arch}
         momentum = self.w_optimizer.param_groups[0]["momentum"]
 
         with self._ac():
@@ -90,7 +102,7 @@ class Architect:
         # The unrolled model gets copies of the BN buffers: the reference builds a fresh model for it, whose running
         # statistics are thrown away.
         buffers = {n: b.clone() for n, b in model.named_buffers()}
-        params = {**dict(zip(names, unrolled, strict=True)), "alphas_normal": alphas[0], "alphas_reduce": alphas[1]}
+        params = {**dict(zip(names, unrolled, strict=True)), **arch_named}
         with self._ac():
             valid_loss = F.cross_entropy(functional_call(model, {**params, **buffers}, (valid[0],)), valid[1])
         grads = _grad(valid_loss, alphas + unrolled)

@@ -27,6 +27,10 @@ from rdarts.stopping import REFERENCE_CODE, ESRule
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "fashion-mnist", "digits")
 EARLY_STOP_MODES = ("off", "es", "ada")
 ORDERS = ("first", "second")
+METHODS = ("darts", "sdarts-rs", "sdarts-adv", "darts-minus", "beta-darts", "pc-darts")
+"""The search methods (``rdarts.robust``): DARTS as RobustDARTS runs it, and the robust-DARTS catalogue."""
+PC_DARTS_CHANNEL_MULTIPLE = 8
+"""PC-DARTS sends C/4 channels through the ops, and a stride-2 skip (FactorizedReduce) halves those again."""
 # Cells x channels of the published retraining protocol: CIFAR-10 as DARTS, CIFAR-100 and SVHN as R-DARTS App. C
 # (darts-pt#2); any other dataset gets the reference code's own defaults.
 PROTOCOL_SIZES: dict[str, tuple[int, int]] = {"cifar10": (20, 36), "cifar100": (8, 16), "svhn": (8, 16)}
@@ -156,6 +160,8 @@ class SearchConfig:
     epochs: int = setting(50, POSITIVE, "search epochs")
     batch_size: int = setting(64, BATCH, "batch size of both halves")
     order: str = setting("second", Rule(str, choices=ORDERS), "the α gradient: first or second order (unrolled)")
+    method: str = setting("darts", Rule(str, choices=METHODS), "darts, or a robust-DARTS method: sdarts-rs, "
+                          "sdarts-adv (SmoothDARTS), darts-minus (DARTS-), beta-darts (β-DARTS), pc-darts (PC-DARTS)")
     lr: float = setting(0.025, NON_NEGATIVE, "SGD learning rate of the weights (cosine to lr_min)")
     lr_min: float = setting(0.001, NON_NEGATIVE, "final learning rate of the cosine schedule")
     momentum: float = setting(0.9, NON_NEGATIVE, "SGD momentum")
@@ -204,6 +210,11 @@ class SearchConfig:
         check(self)
         if self.channels % 2:
             raise ConfigError(f"channels must be even (FactorizedReduce halves them), got {self.channels}")
+        m = PC_DARTS_CHANNEL_MULTIPLE
+        if self.method == "pc-darts" and self.channels % m:
+            raise ConfigError(f"method 'pc-darts' needs channels divisible by {m} (a quarter of them go through the "
+                              f"ops, and a stride-2 skip halves that quarter), got channels={self.channels}; use "
+                              f"channels {m * max(1, round(self.channels / m))}")
         try:
             self.search_space()
         except ValueError as e:
@@ -237,8 +248,12 @@ class SearchConfig:
         return from_dict(cls, d, "search")
 
     def result_affecting(self) -> dict[str, Any]:
-        """The settings a resumed search must share with the checkpoint (everything but labels and device)."""
-        return _without(self.to_dict(), ("extra", "device", "data_root", "download"))
+        """The settings a resumed search must share with the checkpoint (everything but labels and device).
+
+        ``method`` only when it is not plain DARTS: checkpoints written before the setting existed still resume.
+        """
+        drop = ("extra", "device", "data_root", "download") + (("method",) if self.method == "darts" else ())
+        return _without(self.to_dict(), drop)
 
 
 @dataclass(frozen=True)

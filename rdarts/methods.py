@@ -7,6 +7,10 @@ Zela et al. (ICLR 2020) report, per space and dataset:
 - ``R-DARTS(L2)``: the searches of a weight-decay grid (two or more values, drop path 0, everything else equal);
 - ``R-DARTS(DP)``: the searches of a drop-path grid (two or more values at the reference's L2).
 
+A search with another ``method`` (``rdarts.robust``) is that method's: ``SDARTS-RS``, ``SDARTS-ADV``, ``DARTS-``,
+``β-DARTS``, ``PC-DARTS`` (with ``+ES`` / ``+ADA`` when early stopping is on), never plain DARTS nor a member of an
+R-DARTS grid; like DARTS, each reports mean ± std over its searches.
+
 The first three report mean ± std over the searches, each architecture retrained; the R-DARTS methods report the
 one architecture that validation picks among the grid (``SELECTION_METHODS``). One search can belong to two methods:
 the wd = 3e-4 search of an L2 grid is a DARTS search and a member of the grid.
@@ -30,6 +34,10 @@ from typing import Any
 from rdarts.config import SearchConfig
 
 DARTS, DARTS_ES, DARTS_ADA = "DARTS", "DARTS-ES", "DARTS-ADA"
+ROBUST_LABELS = {"sdarts-rs": "SDARTS-RS", "sdarts-adv": "SDARTS-ADV", "darts-minus": "DARTS-",
+                 "beta-darts": "β-DARTS", "pc-darts": "PC-DARTS"}
+"""The label of each robust-DARTS ``method`` (``rdarts.config.METHODS`` but ``darts``)."""
+STOP_SUFFIX = {"es": "+ES", "ada": "+ADA"}
 RDARTS_L2, RDARTS_DP = "R-DARTS(L2)", "R-DARTS(DP)"
 SELECTION_METHODS = frozenset({RDARTS_L2, RDARTS_DP})
 """Methods that retrain one architecture, picked by validation among their searches; the others retrain every
@@ -80,7 +88,11 @@ def _departures(s: Mapping[str, Any]) -> list[str]:
 
 
 def _base_label(s: Mapping[str, Any]) -> str:
-    base = BASE_BY_MODE.get(str(s["early_stop"]), str(s["early_stop"]))
+    method = str(s.get("method", "darts"))
+    if method != "darts":
+        base = ROBUST_LABELS.get(method, method) + STOP_SUFFIX.get(str(s["early_stop"]), "")
+    else:
+        base = BASE_BY_MODE.get(str(s["early_stop"]), str(s["early_stop"]))
     dep = _departures(s)
     return f"{base}({','.join(dep)})" if dep else base
 
@@ -90,7 +102,7 @@ def _grid_members(settings: Sequence[Mapping[str, Any]]) -> list[set[str]]:
     members: list[set[str]] = [set() for _ in settings]
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(settings):
-        if s["early_stop"] == "off":
+        if s["early_stop"] == "off" and s.get("method", "darts") == "darts":  # the grids are RobustDARTS' own
             groups.setdefault(_context(s), []).append(i)
     for idx in groups.values():
         l2 = [i for i in idx if _same(settings[i]["drop_path"], 0.0) and settings[i].get("cutout") in (None, False)]

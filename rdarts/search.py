@@ -4,11 +4,11 @@ One epoch (automl/RobustDARTS ``src/search/train_search.py``): for each training
 validation batch (second order: through the unrolled weight step), then a weight step with gradient clipping; then a
 validation pass in eval mode, the genotype, on eigenvalue epochs the dominant eigenvalue of the α Hessian of the
 validation loss on the epoch's last validation batch (train mode, arch weight decay included), and a full-state
-checkpoint. ES keeps the stop epoch's genotype and ends; ADA rolls back to the stop epoch's checkpoint, multiplies
-the weight decay and goes on to the last epoch.
+checkpoint. ES keeps the stop epoch's genotype and ends; ADA rolls back to the stop epoch's checkpoint, multiplies the
+weight decay and goes on to the last epoch.
 
-The per-epoch one-shot validation accuracy is measured as the reference measures it: on the validation half with the
-training transform (crop, flip, cutout when on), the model in eval mode (``valid_augment``; off: normalisation only).
+Robust-DARTS methods (``method``) act through ``rdarts.robust.hooks``. Validation as the reference: the validation half
+with the training transform (crop, flip, cutout), in eval mode (``valid_augment`` off: normalised only).
 
 DARTS-ADA rolls back everything, the eigenvalue history included (the released code does not: see
 ``rdarts.stopping``).
@@ -40,9 +40,9 @@ from rdarts.errors import DivergedError
 from rdarts.records import EpochRecord, SearchResult
 from rdarts.regularization import ada_next_weight_decay, cosine_lr, cutout_enabled, drop_path_prob
 from rdarts.resumable import autocast, check_settings, restore_rng, rng_state, settings_stamp
+from rdarts.robust import make_method
 from rdarts.spaces import Genotype
 from rdarts.stopping import newest_ratio, stop_event
-from rdarts.supernet import Supernet
 
 __all__ = ["DivergedError", "EpochRecord", "Search", "SearchResult", "resolve_device", "run_search"]
 
@@ -78,13 +78,16 @@ class Search:
         self.space = cfg.search_space()
 
         torch.manual_seed(cfg.seed)
-        self.model = Supernet(self.space, cfg.channels, data.num_classes, cfg.layers, data.in_channels).to(self.device)
+        self.method = make_method(cfg)  # the robust-DARTS method's hooks (rdarts.robust); plain DARTS by default
+        self.model = self.method.build_supernet(self.space, cfg.channels, data.num_classes, cfg.layers,
+                                                data.in_channels).to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.w_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)
         self.architect = Architect(self.model, self.w_optimizer, order=cfg.order, lr=cfg.arch_lr,
-                                   weight_decay=cfg.arch_weight_decay, autocast=autocast(cfg.amp, self.device))
+                                   weight_decay=cfg.arch_weight_decay, autocast=autocast(cfg.amp, self.device),
+                                   extra_loss=self.method.alpha_loss)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # Mutable search state (all of it goes into the checkpoint).
         self.next_epoch = 0
@@ -122,6 +125,7 @@ class Search:
         for group in self.w_optimizer.param_groups:
             group["lr"] = lr
         self.model.drop_path_prob = drop_path_prob(epoch, cfg.epochs, cfg.drop_path)
+        self.method.begin_epoch(self.model, epoch, cfg.epochs)
         self.model.train()
         aug = self._augment()
         n_train, n_val = len(self.y_train), len(self.y_val)
@@ -137,10 +141,10 @@ class Search:
             # A fresh validation batch each step, as the reference's next(iter(valid_queue)).
             vidx = torch.randperm(n_val, generator=self.generator)[: cfg.batch_size].to(self.device)
             xv, yv = self._to_input(aug(self.x_val[vidx], self.generator)), self.y_val[vidx]
-            self.architect.step((x, y), (xv, yv), lr, self.weight_decay)
+            self.method.arch_step(self.architect, epoch, (x, y), (xv, yv), lr, self.weight_decay)
             self.w_optimizer.zero_grad(set_to_none=True)
             with autocast(self.cfg.amp, self.device):
-                logits = self.model(x)
+                logits = self.method.weight_step_logits(self.model, x, y, self.generator)
                 loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
                 raise DivergedError(f"diverged: the training loss became {loss.item()} at epoch {epoch} step {step}; "
@@ -182,8 +186,7 @@ class Search:
         return loss_sum / seen, correct / seen
 
     def measure_eigenvalue(self, epoch: int) -> EigenMeasurement:
-        """λ_max of ∇²_α (L_val + arch_wd/2 ‖α‖²) on the epoch's last validation batch and ``hessian_batches - 1``
-        more (drawn from a generator of the measurement's own: the search's stream is not moved), in train mode."""
+        """λ_max on the epoch's last validation batch and ``hessian_batches - 1`` more (own generator)."""
         if self.eigenvalue_fn is not None:
             return EigenMeasurement(float(self.eigenvalue_fn(epoch)), math.nan, 0, torch.zeros(0))
         assert self._last_valid_batch is not None
@@ -194,7 +197,7 @@ class Search:
             vidx = torch.randperm(len(self.y_val), generator=gen)[: self.cfg.batch_size].to(self.device)
             batches.append((self._to_input(aug(self.x_val[vidx], gen)), self.y_val[vidx]))
         m = dominant_alpha_eigenvalue(
-            self.model, self.model.arch_parameters(), batches, arch_weight_decay=self.cfg.arch_weight_decay,
+            self.model, self.model.alpha_parameters(), batches, arch_weight_decay=self.cfg.arch_weight_decay,
             tol=self.cfg.hessian_tol, max_iter=self.cfg.hessian_max_iter, epoch=epoch, generator=gen,
             start=self.ritz_vector if self.cfg.hessian_warm_start else None)
         self.ritz_vector = m.vector
@@ -202,7 +205,7 @@ class Search:
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
+        return {
             "format": 1,
             "config": settings_stamp(self.cfg.result_affecting()),
             "next_epoch": self.next_epoch,
@@ -219,7 +222,6 @@ class Search:
             "ritz_vector": self.ritz_vector,
             "stop_epoch": -1 if self.stop_epoch is None else self.stop_epoch,
         }
-        return state
 
     def load_state_dict(self, state: dict[str, Any], *, keep_records: bool = False) -> None:
         check_settings(self.cfg.result_affecting(), state, fix="use a new --out folder, or the settings it was "
@@ -249,10 +251,9 @@ class Search:
         if self.store is None:
             return False
         state = self.store.load_latest()
-        if state is None:
-            return False
-        self.load_state_dict(state)
-        return True
+        if state is not None:
+            self.load_state_dict(state)
+        return state is not None
 
     def rollback(self, target_epoch: int) -> None:
         """DARTS-ADA: back to the checkpoint of ``target_epoch`` (weights, α, optimiser states, RNG, eigenvalues)."""

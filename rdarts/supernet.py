@@ -7,7 +7,7 @@ BN without affine in search, BN after pooling ops, reductions at layers//3 and 2
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +34,13 @@ class MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(weights, self._ops, strict=True))  # type: ignore[return-value]
 
 
+MixedOpFactory = Callable[[int, int, tuple[str, ...]], nn.Module]
+"""``(C, stride, primitives) -> edge``: the edge module of a supernet (``MixedOp``; the robust methods' own)."""
+
+
 class SearchCell(nn.Module):
     def __init__(self, steps: int, multiplier: int, C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool, edges: tuple[tuple[str, ...], ...]):
+                 reduction_prev: bool, edges: tuple[tuple[str, ...], ...], mixed_op: MixedOpFactory = MixedOp):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = FactorizedReduce(C_pp, C, affine=False) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0,
@@ -47,7 +51,7 @@ class SearchCell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                ops.append(MixedOp(C, stride, edges[k]))
+                ops.append(mixed_op(C, stride, edges[k]))
                 k += 1
         self._ops = nn.ModuleList(ops)
 
@@ -76,10 +80,11 @@ class Supernet(nn.Module):
         layers: Number of cells (8 in the reference).
         in_channels: Image channels (3 for CIFAR/SVHN, 1 for Fashion-MNIST).
         stem_multiplier: Stem width as a multiple of ``C`` (3 in the reference).
+        mixed_op: The edge module (``rdarts.robust``: DARTS-' auxiliary skip, PC-DARTS' partial channels).
     """
 
     def __init__(self, space: SearchSpace, C: int, num_classes: int, layers: int, in_channels: int = 3,
-                 stem_multiplier: int = 3):
+                 stem_multiplier: int = 3, mixed_op: MixedOpFactory = MixedOp):
         super().__init__()
         if C < 2 or C % 2:
             raise ValueError(f"channels must be an even number >= 2, got {C}")
@@ -98,7 +103,8 @@ class Supernet(nn.Module):
             if reduction:
                 C_curr *= 2
             edges = space.reduce if reduction else space.normal
-            cells.append(SearchCell(steps, self._multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, edges))
+            cells.append(SearchCell(steps, self._multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, edges,
+                                    mixed_op))
             reduction_prev = reduction
             C_pp, C_p = C_p, self._multiplier * C_curr
         self.cells = nn.ModuleList(cells)
@@ -107,15 +113,26 @@ class Supernet(nn.Module):
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(len(space.normal), len(space.normal[0])))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(len(space.reduce), len(space.reduce[0])))
 
-    def arch_parameters(self) -> list[nn.Parameter]:
+    def alpha_parameters(self) -> list[nn.Parameter]:
+        """The op weights α (normal, reduce): what λ_max and the arch weight decay of the Hessian are taken over."""
         return [self.alphas_normal, self.alphas_reduce]
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not n.startswith("alphas_")]
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """Everything the α optimiser updates: α, and in a subclass its extra architecture parameters."""
+        return self.alpha_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w_normal = F.softmax(self.alphas_normal, dim=-1)
-        w_reduce = F.softmax(self.alphas_reduce, dim=-1)
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def mixture_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What each cell type's edges get (normal, reduce): softmax(α), ``(edges, ops)``; a subclass may append
+        columns its own edge module reads."""
+        return F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
+
+    def forward(self, x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits; ``weights`` replaces ``mixture_weights()`` (SDARTS' weight step on perturbed α)."""
+        w_normal, w_reduce = self.mixture_weights() if weights is None else weights
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, self.drop_path_prob)
