@@ -36,7 +36,7 @@ from rdarts.keys import EIGENVALUE, EPOCH, HISTORY, TARGET_EPOCH, TRIAL
 from rdarts.keys import SCHEDULER_ACTION as ACTION
 from rdarts.keys import SCHEDULER_KEPT_EPOCH as KEPT_EPOCH
 from rdarts.keys import SCHEDULER_REASON as REASON
-from rdarts.stopping import ESRule, es_stop_epoch, local_averages
+from rdarts.stopping import ESRule, local_averages, stop_event
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -129,11 +129,10 @@ class EigenvalueStopper(FIFOScheduler):
         epoch, lam, history = self._update(trial, result)
         self._latest[trial.trial_id] = None
         mode, total = cfg.early_stop, cfg.epochs
-        # As the search loop: the rule is applied after an eigenvalue epoch, never after the last epoch.
-        if mode == "off" or not math.isfinite(lam) or epoch >= total - 1:
-            return TrialScheduler.CONTINUE
+        # The search loop's own rule (stopping.stop_event): after an eigenvalue epoch, never after the last epoch.
         rule = cfg.es_rule()
-        stop = es_stop_epoch(history, total_epochs=total, **rule.as_kwargs())
+        found = stop_event(mode, history, epoch, total_epochs=total, rule=rule.as_kwargs(), ada_can_raise=True)
+        stop = None if found is None else found[1]
         reported = result.get(TARGET_EPOCH)
         if mode == "es" and reported is not None and int(reported) != (-1 if stop is None else stop):
             raise ResultError(f"trial {trial}: at epoch {epoch} the search reports target_epoch={reported}, but "
