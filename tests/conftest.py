@@ -1,6 +1,6 @@
 """Shared test setup: bounded CPU threads, seeded RNGs, and the tiny `digits` data.
 
-Nothing here imports Ray or MLflow; the engine tests run on CPU only.
+Nothing here imports Ray or MLflow (the sweep fixtures import them when used); the engine tests run on CPU only.
 """
 
 from __future__ import annotations
@@ -9,6 +9,10 @@ import os
 
 import pytest
 import torch
+
+# The Ray and MLflow fixtures (imported lazily there) live with the rest of the sweep test pieces; registered here so
+# that every module can ask for them by name: an import in the module itself reads as unused and gets dropped.
+from sweep_fixtures import ray_session, server  # noqa: F401
 
 # One intra-op thread by default on the 2-core box; RDARTS_TEST_THREADS=2 gives two. The test tensors are tiny, so a
 # second thread buys little on an idle box, and on a shared one every op's OpenMP barrier waits for a descheduled

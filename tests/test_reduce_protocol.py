@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sweep_fixtures import ray_session, tiny_spec
+from sweep_fixtures import tiny_spec
 
 from rdarts.methods import DARTS, DARTS_ES, RDARTS_L2, split_labels
 from rdarts.reduce import reduce_experiment
@@ -21,7 +21,6 @@ from rdarts.reduce.methods_table import METHOD_COLUMNS
 from rdarts.sweep.runner import run_sweep
 
 pytestmark = pytest.mark.slow
-__all__ = ["ray_session"]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sweep_fixtures import FAST_RULE, fault_trainable, free_port, ray_session, tiny_spec
+from sweep_fixtures import FAST_RULE, fault_trainable, free_port, tiny_spec
 
 from rdarts.network import Network, count_parameters
 from rdarts.reduce import reduce_experiment
@@ -23,7 +23,6 @@ from rdarts.sweep.runner import run_sweep
 from rdarts.tracking import KEY, PARENT_TAG
 
 pytestmark = pytest.mark.slow
-__all__ = ["ray_session"]
 
 EPOCHS = 6
 ES_STOP = 1  # with λ exploding from epoch 3, the FAST_RULE fires at epoch 4 and keeps the genotype of epoch 1

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from sweep_fixtures import progress, ray_session, tiny_spec
+from sweep_fixtures import progress, tiny_spec
 
 from rdarts.architect import Architect
 from rdarts.config import METHODS, ConfigError, SearchConfig
@@ -31,7 +31,6 @@ from rdarts.search import Search
 from rdarts.spaces import SPACE_NAMES, get_space
 from rdarts.supernet import Supernet, derive_genotype
 
-__all__ = ["ray_session"]  # the fixture, imported for pytest
 ROBUST = [m for m in METHODS if m != "darts"]
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

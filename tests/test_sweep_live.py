@@ -12,14 +12,13 @@ import time
 from typing import Any
 
 import pytest
-from sweep_fixtures import fault_trainable, ray_session, server, tiny_spec
+from sweep_fixtures import fault_trainable, tiny_spec
 
 from rdarts.sweep.runner import run_sweep
 from rdarts.tracking import KEY, PARENT_TAG
 
 pytestmark = pytest.mark.slow
 EPOCHS = 6
-__all__ = ["ray_session", "server"]
 
 
 def _watch(uri: str, name: str, stop: threading.Event, seen: dict[str, list[tuple[str, int]]]) -> None:

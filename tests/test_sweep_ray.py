@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from sweep_fixtures import FAST_RULE, RAY_ENV, TESTS, TINY_SEARCH, fault_trainable, progress, ray_session, tiny_spec
+from sweep_fixtures import FAST_RULE, RAY_ENV, TESTS, TINY_SEARCH, fault_trainable, progress, tiny_spec
 
 from rdarts.search import EpochRecord
 from rdarts.sweep.runner import RESULTS_FILE, SPEC_FILE, resume_sweep, run_sweep
 
 pytestmark = pytest.mark.slow
-__all__ = ["ray_session"]  # the fixture, imported for pytest
 
 # What must be equal between an interrupted and an uninterrupted run: every record field but the timings.
 SAME = [f.name for f in dataclasses.fields(EpochRecord) if not f.name.endswith("_time_s")] + [
