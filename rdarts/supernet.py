@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdarts.fast_forward import cell_forward
 from rdarts.ops import FactorizedReduce, ReLUConvBN, drop_path, make_op
 from rdarts.spaces import Genotype, SearchSpace
 
@@ -43,6 +44,7 @@ class SearchCell(nn.Module):
                                                                                                      affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self._steps, self._multiplier = steps, multiplier
+        self.fast = True  # rdarts.fast_forward; False: the reference's structure, one call per op per edge
         ops, k = [], 0
         for i in range(steps):
             for j in range(2 + i):
@@ -52,6 +54,8 @@ class SearchCell(nn.Module):
         self._ops = nn.ModuleList(ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        if self.fast:
+            return cell_forward(self, s0, s1, weights, drop_prob, MixedOp)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
@@ -76,10 +80,11 @@ class Supernet(nn.Module):
         layers: Number of cells (8 in the reference).
         in_channels: Image channels (3 for CIFAR/SVHN, 1 for Fashion-MNIST).
         stem_multiplier: Stem width as a multiple of ``C`` (3 in the reference).
+        fast: Cells run ``rdarts.fast_forward`` (same math, fewer kernel calls); False: the plain structure.
     """
 
     def __init__(self, space: SearchSpace, C: int, num_classes: int, layers: int, in_channels: int = 3,
-                 stem_multiplier: int = 3):
+                 stem_multiplier: int = 3, fast: bool = True):
         super().__init__()
         if C < 2 or C % 2:
             raise ValueError(f"channels must be an even number >= 2, got {C}")
@@ -102,6 +107,8 @@ class Supernet(nn.Module):
             reduction_prev = reduction
             C_pp, C_p = C_p, self._multiplier * C_curr
         self.cells = nn.ModuleList(cells)
+        for cell in cells:
+            cell.fast = fast
         self.classifier = nn.Linear(C_p, num_classes)
         # α: one (edges, ops) matrix per cell type, initialised small so that every op starts almost equal.
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(len(space.normal), len(space.normal[0])))
