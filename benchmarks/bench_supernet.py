@@ -2,6 +2,8 @@
 
 Not a test: prints a table of median step times. The two models share their weights; the repetitions alternate
 fast and plain, so that load from other processes on a shared machine falls on both alike: compare the ratios.
+Wall-clock and process CPU time are both given: on a loaded machine the CPU time (all threads of this process) is
+the steadier of the two, and at one thread it is the step's cost.
 
     python benchmarks/bench_supernet.py                              # darts, s2, s3; 5 cells x 8 ch, 16 px, batch 32
     python benchmarks/bench_supernet.py --spaces s1 s4 --threads 2 --profile
@@ -50,16 +52,20 @@ def bench(space: str, threads: int, args: argparse.Namespace) -> dict[str, float
                 torch.randint(0, 10, (args.batch_size,), generator=gen))
 
     valid, train = batch(), batch()
-    times: dict[str, list[float]] = {"plain": [], "fast": []}
+    wall: dict[str, list[float]] = {"plain": [], "fast": []}
+    cpu: dict[str, list[float]] = {"plain": [], "fast": []}
     for model in (plain, fast):  # warm-up (allocator, oneDNN primitive caches)
         first_order_step(model, valid, train)
     for _ in range(args.repeats):
         for name, model in (("plain", plain), ("fast", fast)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             first_order_step(model, valid, train)
-            times[name].append(time.perf_counter() - t0)
-    p, f = statistics.median(times["plain"]), statistics.median(times["fast"])
-    return {"plain_ms": 1000 * p, "fast_ms": 1000 * f, "speedup": p / f}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    p, f = statistics.median(wall["plain"]), statistics.median(wall["fast"])
+    cp, cf = statistics.median(cpu["plain"]), statistics.median(cpu["fast"])
+    return {"plain_ms": 1000 * p, "fast_ms": 1000 * f, "speedup": p / f, "plain_cpu_ms": 1000 * cp,
+            "fast_cpu_ms": 1000 * cf, "cpu_speedup": cp / cf}
 
 
 def profile(space: str, args: argparse.Namespace, fast: bool) -> None:
@@ -95,13 +101,13 @@ def main() -> None:
             profile(space, args, fast=True)
     print(f"# first-order step: {args.layers} cells x {args.channels} ch, {args.image_size} px, batch "
           f"{args.batch_size}, median of {args.repeats} interleaved repetitions, torch {torch.__version__}")
-    print("| space | threads | plain ms | fast ms | plain / fast |")
-    print("|---|---|---|---|---|")
+    print("| space | threads | plain ms | fast ms | plain / fast | plain CPU ms | fast CPU ms | plain / fast (CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
     for space in args.spaces:
         for threads in args.threads:
             r = bench(space, threads, args)
-            print(f"| {space} | {threads} | {r['plain_ms']:.0f} | {r['fast_ms']:.0f} | {r['speedup']:.2f}x |",
-                  flush=True)
+            print(f"| {space} | {threads} | {r['plain_ms']:.0f} | {r['fast_ms']:.0f} | {r['speedup']:.2f}x "
+                  f"| {r['plain_cpu_ms']:.0f} | {r['fast_cpu_ms']:.0f} | {r['cpu_speedup']:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

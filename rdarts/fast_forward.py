@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdarts.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero, drop_path
+from rdarts.ops import DilConv, FactorizedReduce, Identity, NoiseOp, ReLUConvBN, SepConv, Zero, drop_path
 
 # (edge index, op index) -> that op's output on the edge's input
 _Outputs = dict[tuple[int, int], torch.Tensor]
@@ -58,15 +58,28 @@ def grouped_batch_norm(bns: list[nn.BatchNorm2d], x: torch.Tensor) -> torch.Tens
     return out
 
 
+def _pointwise(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """``cat([conv1x1(x_e, w_e) for e])`` for ``x`` edge-major ``(B, E*C, H, W)``, as one batched matmul.
+
+    A matmul, not a grouped 1x1 convolution: at these sizes oneDNN's grouped 1x1 backward is ~3x slower on CPU.
+    """
+    e = len(weights)
+    B, EC, H, W = x.shape
+    w = torch.stack([wi.view(wi.shape[0], wi.shape[1]) for wi in weights])  # (E, C_out, C)
+    return torch.matmul(w, x.reshape(B, e, EC // e, H * W)).view(B, -1, H, W)  # (B, E, C_out, HW)
+
+
 def _dil_stage(stages: list[DilConv], x: torch.Tensor) -> torch.Tensor:
     """The convolutions and BN of ``len(stages)`` DilConvs on ``x = cat(relu inputs)``, edge-major."""
-    dw, pw = stages[0][1], stages[0][2]
-    if len(stages) == 1:
-        return stages[0][3](pw(dw(x)))
-    dw_w = torch.cat([s[1].weight for s in stages])
+    dw = stages[0][1]
+    dw_w = _cat_weights([s[1].weight for s in stages])
     y = F.conv2d(x, dw_w, None, dw.stride, dw.padding, dw.dilation, groups=x.shape[1])
-    y = F.conv2d(y, torch.cat([s[2].weight for s in stages]), groups=len(stages))
+    y = _pointwise(y, [s[2].weight for s in stages])
     return grouped_batch_norm([s[3] for s in stages], y)  # type: ignore[list-item]
+
+
+def _cat_weights(ws: list[torch.Tensor]) -> torch.Tensor:
+    return ws[0] if len(ws) == 1 else torch.cat(ws)
 
 
 def _conv_key(d: DilConv) -> tuple[object, ...]:
@@ -80,38 +93,42 @@ def _group_key(op: nn.Module) -> tuple[object, ...] | None:
         return ("dil", *_conv_key(op))
     if type(op) is SepConv:
         return ("sep", *_conv_key(op[0]), *_conv_key(op[1]))
+    if type(op) is Identity:
+        return ("id",)
     if type(op) is nn.Sequential and len(op) == 2 and isinstance(op[0], nn.MaxPool2d | nn.AvgPool2d) \
             and isinstance(op[1], nn.BatchNorm2d):
         return ("pool", repr(op[0]))
     return None
 
 
-def _run_group(key: tuple[object, ...], ops: list[nn.Module], h: torch.Tensor, relu_h: torch.Tensor,
-               pooled: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One grouped call for ``ops`` (same key) on state ``h``: their outputs concatenated, ``(B, E*C, H, W)``."""
-    e = len(ops)
+def _cat(xs: list[torch.Tensor]) -> torch.Tensor:
+    return xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+
+
+def _run_group(key: tuple[object, ...], ops: list[nn.Module], hs: list[torch.Tensor],
+               relu_hs: list[torch.Tensor], pooled: dict[tuple[str, int], torch.Tensor]) -> torch.Tensor:
+    """One grouped call for ``ops`` (same key), op e reading state ``hs[e]``: the outputs concatenated, edge-major."""
+    if key[0] == "id":
+        return _cat(hs)
     if key[0] == "pool":
-        name = str(key[1])
-        if name not in pooled:
-            pooled[name] = ops[0][0](h)  # type: ignore[index, operator]
-        x = pooled[name]
-        y = grouped_batch_norm([op[1] for op in ops], x if e == 1 else x.repeat(1, e, 1, 1))  # type: ignore[index]
-    else:
-        x = relu_h if e == 1 else relu_h.repeat(1, e, 1, 1)
-        if key[0] == "dil":
-            y = _dil_stage(ops, x)  # type: ignore[arg-type]
-        else:
-            y = _dil_stage([op[0] for op in ops], x)  # type: ignore[index]
-            y = _dil_stage([op[1] for op in ops], F.relu(y))  # type: ignore[index]
-    return y
+        xs = []
+        for op, h in zip(ops, hs, strict=True):
+            name = (str(key[1]), id(h))
+            if name not in pooled:
+                pooled[name] = op[0](h)  # type: ignore[index, operator]
+            xs.append(pooled[name])
+        return grouped_batch_norm([op[1] for op in ops], _cat(xs))  # type: ignore[index]
+    x = _cat(relu_hs)
+    if key[0] == "dil":
+        return _dil_stage(ops, x)  # type: ignore[arg-type]
+    y = _dil_stage([op[0] for op in ops], x)  # type: ignore[index]
+    return _dil_stage([op[1] for op in ops], F.relu(y))  # type: ignore[index]
 
 
 def _run_alone(op: nn.Module, h: torch.Tensor, relu_h: torch.Tensor) -> torch.Tensor | None:
     """An ungrouped op on state ``h``; ``None`` for ops handled elsewhere (`none` skipped, `noise` drawn later)."""
     if isinstance(op, Zero | NoiseOp):
         return None
-    if isinstance(op, Identity):
-        return h
     if type(op) is FactorizedReduce:
         # FactorizedReduce.forward after its ReLU
         shifted = F.pad(relu_h[:, :, 1:, 1:], (0, 1, 0, 1)) if relu_h.shape[-1] % 2 else relu_h[:, :, 1:, 1:]
@@ -133,25 +150,36 @@ def _weighted(ys: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
     return list((ys.view(B, e, EC // e, H, W) * w.view(1, e, 1, 1, 1)).view(B, EC, H, W).chunk(e, dim=1))
 
 
-def _edges_from(h: torch.Tensor, edges: list[tuple[int, nn.Module]], weights: torch.Tensor, out: _Outputs) -> None:
-    """``w_ko * o(h)`` for every op ``o`` of the edges ``(k, MixedOp)`` that read state ``h``, into ``out[(k, o)]``."""
-    relu_h = F.relu(h)
-    groups: dict[tuple[object, ...], list[tuple[int, int, nn.Module]]] = {}
-    for k, edge in edges:
-        for o, op in enumerate(edge._ops):  # type: ignore[arg-type]
-            key = _group_key(op)
-            if key is None:
-                y = _run_alone(op, h, relu_h)
-                if y is not None:
-                    out[(k, o)] = weights[k, o] * y
-            else:
-                groups.setdefault(key, []).append((k, o, op))
-    pooled: dict[str, torch.Tensor] = {}
+def _edges_from(hs: list[torch.Tensor], edges: list[list[tuple[int, nn.Module]]], weights: torch.Tensor,
+                out: _Outputs) -> None:
+    """``w_ko * o(h)`` for every op ``o`` of the edges ``(k, MixedOp)`` in ``edges[s]`` that read state ``hs[s]``,
+    into ``out[(k, o)]``; states of equal shape (a cell's two inputs) share the grouped calls."""
+    relu_hs = [F.relu(h) for h in hs]
+    groups: dict[tuple[object, ...], list[tuple[int, int, nn.Module, int]]] = {}
+    for s, (h, relu_h) in enumerate(zip(hs, relu_hs, strict=True)):
+        for k, edge in edges[s]:
+            for o, op in enumerate(edge._ops):  # type: ignore[arg-type]
+                key = _group_key(op)
+                if key is None:
+                    y = _run_alone(op, h, relu_h)
+                    if y is not None:
+                        out[(k, o)] = weights[k, o] * y
+                else:
+                    groups.setdefault((*key, tuple(h.shape)), []).append((k, o, op, s))
+    pooled: dict[tuple[str, int], torch.Tensor] = {}
     for key, members in groups.items():
-        ys = _run_group(key, [m[2] for m in members], h, relu_h, pooled)
+        ys = _run_group(key, [m[2] for m in members], [hs[m[3]] for m in members], [relu_hs[m[3]] for m in members],
+                        pooled)
         w = weights[[m[0] for m in members], [m[1] for m in members]]  # (E,)
-        for (k, o, _), y in zip(members, _weighted(ys, w), strict=True):
+        for (k, o, _, _), y in zip(members, _weighted(ys, w), strict=True):
             out[(k, o)] = y
+
+
+def _preprocess(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A cell's input op; ReLUConvBN 1x1 with its convolution as a matmul (see ``_pointwise``)."""
+    if type(op) is ReLUConvBN and op[1].kernel_size == (1, 1) and op[1].stride == (1, 1) and op[1].groups == 1:
+        return op[2](_pointwise(F.relu(x), [op[1].weight]))
+    return op(x)
 
 
 def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, drop_prob: float,
@@ -167,7 +195,7 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, weights: t
     """
     steps: int = cell._steps  # type: ignore[assignment]
     edges: nn.ModuleList = cell._ops  # type: ignore[assignment]
-    states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+    states = [_preprocess(cell.preprocess0, s0), _preprocess(cell.preprocess1, s1)]
     # The edges that leave each state: node i reads states 0..i+1 through edges offset_i + j.
     leaving: list[list[tuple[int, nn.Module]]] = [[] for _ in range(steps + 1)]
     offsets, k = [], 0
@@ -178,8 +206,7 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, weights: t
                 leaving[j].append((k, edges[k]))
             k += 1
     out: _Outputs = {}
-    _edges_from(states[0], leaving[0], weights, out)
-    _edges_from(states[1], leaving[1], weights, out)
+    _edges_from(states, leaving[:2], weights, out)
     dropping = cell.training and drop_prob > 0.0
     for i in range(steps):
         terms: list[torch.Tensor] = []
@@ -206,5 +233,5 @@ def cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, weights: t
             node = node + t
         states.append(node)
         if i + 2 <= steps:
-            _edges_from(node, leaving[i + 2], weights, out)
+            _edges_from([node], [leaving[i + 2]], weights, out)
     return torch.cat(states[-cell._multiplier:], dim=1)  # type: ignore[misc]
