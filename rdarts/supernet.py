@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdarts.fast_forward import cell_forward
 from rdarts.ops import FactorizedReduce, ReLUConvBN, drop_path, make_op
 from rdarts.spaces import Genotype, SearchSpace
 
@@ -30,8 +31,16 @@ class MixedOp(nn.Module):
             ops.append(op)
         self._ops = nn.ModuleList(ops)
 
+    def extra_terms(self, x: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+        """What a subclass adds to ``sum_o w_o * o(x)``, from the weights past the ops' own; nothing here. (The fast
+        forward computes the ops' sum its own way and adds these: a subclass overrides this, not ``forward``.)"""
+        return []
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self._ops, strict=True))  # type: ignore[return-value]
+        out = sum(w * op(x) for w, op in zip(weights[: len(self._ops)], self._ops, strict=True))
+        for term in self.extra_terms(x, weights):
+            out = out + term
+        return out  # type: ignore[return-value]
 
 
 MixedOpFactory = Callable[[int, int, tuple[str, ...]], nn.Module]
@@ -47,6 +56,7 @@ class SearchCell(nn.Module):
                                                                                                      affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self._steps, self._multiplier = steps, multiplier
+        self.fast = True  # rdarts.fast_forward; False: the reference's structure, one call per op per edge
         ops, k = [], 0
         for i in range(steps):
             for j in range(2 + i):
@@ -56,6 +66,8 @@ class SearchCell(nn.Module):
         self._ops = nn.ModuleList(ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        if self.fast:
+            return cell_forward(self, s0, s1, weights, drop_prob, MixedOp)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
@@ -81,10 +93,12 @@ class Supernet(nn.Module):
         in_channels: Image channels (3 for CIFAR/SVHN, 1 for Fashion-MNIST).
         stem_multiplier: Stem width as a multiple of ``C`` (3 in the reference).
         mixed_op: The edge module (``rdarts.robust``: DARTS-' auxiliary skip, PC-DARTS' partial channels).
+        fast: Cells run ``rdarts.fast_forward`` (same math, fewer kernel calls; edges of another ``mixed_op`` run
+            their own forward); False: the plain structure, one call per op per edge.
     """
 
     def __init__(self, space: SearchSpace, C: int, num_classes: int, layers: int, in_channels: int = 3,
-                 stem_multiplier: int = 3, mixed_op: MixedOpFactory = MixedOp):
+                 stem_multiplier: int = 3, mixed_op: MixedOpFactory = MixedOp, fast: bool = True):
         super().__init__()
         if C < 2 or C % 2:
             raise ValueError(f"channels must be an even number >= 2, got {C}")
@@ -108,6 +122,8 @@ class Supernet(nn.Module):
             reduction_prev = reduction
             C_pp, C_p = C_p, self._multiplier * C_curr
         self.cells = nn.ModuleList(cells)
+        for cell in cells:
+            cell.fast = fast
         self.classifier = nn.Linear(C_p, num_classes)
         # α: one (edges, ops) matrix per cell type, initialised small so that every op starts almost equal.
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(len(space.normal), len(space.normal[0])))

@@ -39,8 +39,8 @@ class AuxSkipMixedOp(MixedOp):
         super().__init__(C, stride, primitives)
         self.aux: nn.Module = FactorizedReduce(C, C, affine=False) if stride == 2 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return super().forward(x, weights[:-1]) + weights[-1] * self.aux(x)
+    def extra_terms(self, x: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+        return [weights[-1] * self.aux(x)]
 
 
 class DartsMinusSupernet(Supernet):
