@@ -55,15 +55,27 @@ class LanczosResult:
     """The Ritz vector of the largest eigenvalue (float64, on the CPU): a warm start for the next solve."""
 
 
+def _half_gaps(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """Half the distance from each of the ``k`` largest Ritz values (``theta`` ascending) to the next lower one."""
+    desc = theta.flip(0)
+    return (0.5 * (desc[:k] - desc[1: k + 1])).clamp_min(1e-300)
+
+
 def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: int = 100,
             generator: torch.Generator | None = None, device: torch.device | str = "cpu",
             start: torch.Tensor | None = None) -> LanczosResult:
     """The ``k`` largest (algebraic) eigenvalues of a symmetric operator of size ``n``.
 
     Lanczos with full reorthogonalisation in float64. It stops when every wanted Ritz value moved by at most ``tol``
-    relative between two iterations, when its residual bound is below ``tol`` relative, or when the Krylov space is
-    exhausted (then the values are exact). Unlike power iteration it finds the largest algebraic eigenvalue even
-    when a negative one has the larger magnitude, which happens for α Hessians.
+    relative in each of two consecutive iterations, when its error bound is below ``tol`` relative, or when the Krylov
+    space is exhausted (then the values are exact). The error bound is the quadratic one for symmetric operators,
+    ‖r‖² / gap, with ``r`` the Ritz pair's residual and the gap taken as half the distance to the next Ritz value
+    (early on the Ritz gap is only an estimate of the true one; halving it keeps the test on the safe side): it
+    usually certifies convergence a product or two before the movement test can see it. No stopping test can see an
+    eigenvalue whose eigenvector the Krylov space has not yet met: with a start almost orthogonal to the top
+    eigenvector and a second eigenvalue within a few per cent of the first, the result can be that second one.
+    Unlike power iteration it finds the largest algebraic eigenvalue even when a negative one has the larger
+    magnitude, which happens for α Hessians.
 
     Args:
         matvec: ``v -> A v`` for a flat vector ``v``.
@@ -89,6 +101,7 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: 
     alphas: list[float] = []
     betas: list[float] = []
     prev: torch.Tensor | None = None
+    still = 0  # consecutive iterations in which no wanted Ritz value moved by more than tol
     converged = False
     for j in range(max_iter):
         w = matvec(basis[-1]).to(torch.float64)
@@ -112,8 +125,16 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-4, max_iter: 
                 converged = True
             elif bool((residual <= tol * scale).all()):
                 converged = True
-            elif prev is not None and bool(((top - prev).abs() <= tol * scale).all()):
+            elif j + 1 > k and bool((residual ** 2 / _half_gaps(theta, k) <= tol * scale).all()):
                 converged = True
+            elif prev is not None and bool(((top - prev).abs() <= tol * scale).all()):
+                # One still iteration is not enough: while the start vector's component along the top eigenvector
+                # is small, a Ritz value can rest near the second eigenvalue for an iteration before it climbs
+                # (measured: 5 of 600 random 84 x 84 solves stopped up to 18 % low; none with two in a row).
+                still += 1
+                converged = still >= 2
+            else:
+                still = 0
             if converged:
                 break
             prev = top.clone()

@@ -4,7 +4,7 @@ Both run a resumable engine loop (``Search``, ``Retrain``) that writes ``checkpo
 ``latest.json``; after each epoch they report the epoch's record with a Tune checkpoint holding the files a restart
 needs, and a restarted trial copies those files back before the loop resumes from them. Threads follow the CPUs Tune
 gave the trial: no oversubscription, and the same float results on a retry (the thread count changes the order of
-float sums).
+float sums). On a shared GPU, CUDA allocations are capped at the trial's share.
 """
 
 from __future__ import annotations
@@ -20,12 +20,26 @@ import torch
 from ray import tune
 
 from rdarts.checkpoint import CheckpointStore
+from rdarts.gpu_packing import memory_fraction_cap
 
 
 def use_allocated_cpus() -> None:
-    """As many torch threads as CPUs given to the trial."""
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    """As many torch threads as CPUs given to the trial; and on a shared GPU, its share of the memory at most."""
+    resources = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    cap_gpu_memory(float(resources.get("GPU", 0.0)))
+
+
+def cap_gpu_memory(fraction: float) -> float | None:
+    """With a fraction of a GPU, cap this process's CUDA allocations at its share (``gpu_packing``): a search that
+    outgrows its share fails alone (CUDA out of memory) instead of starving the searches beside it. Returns the
+    cap, None when there is nothing to cap (no CUDA, no GPU or a whole one)."""
+    if not 0 < fraction < 1 or not torch.cuda.is_available():
+        return None
+    cap = memory_fraction_cap(fraction)
+    torch.cuda.set_per_process_memory_fraction(cap)
+    print(f"GPU share {fraction:g}: CUDA allocations capped at {cap:.1%} of the GPU's memory", flush=True)
+    return cap
 
 
 def trial_dir() -> Path:

@@ -22,6 +22,7 @@ from rdarts.config import RetrainConfig, SearchConfig
 from rdarts.network import count_parameters
 from rdarts.retrain import Retrain
 from rdarts.spaces import Genotype
+from rdarts.sweep.gpu import retrain_gpu
 from rdarts.sweep.spec import SweepSpec
 
 RETRAIN_DIR = "reduce/retrain"
@@ -147,7 +148,8 @@ def run_ray(jobs: Sequence[RetrainJob], experiment: Path, spec: SweepSpec, *, ad
     digest = hashlib.sha1("".join(j.key + j.config_hash() for j in jobs).encode()).hexdigest()[:10]
     name = f"{kind}-{digest}"
     storage = experiment / TUNE_DIR
-    trainable = tune.with_resources(retrain_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    gpu = retrain_gpu(spec, [(j.genotype, j.config) for j in jobs])
+    trainable = tune.with_resources(retrain_trainable, {"cpu": spec.resources.cpu, "gpu": gpu})
     path = storage / name
     log(f"retraining {len(jobs)} {kind} job(s) on Ray Tune ({path})")
     if tune.Tuner.can_restore(str(path)):

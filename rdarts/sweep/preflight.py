@@ -19,6 +19,7 @@ from typing import Any
 
 from rdarts import storage as store
 from rdarts.errors import UserError
+from rdarts.sweep import gpu
 from rdarts.sweep.spec import SweepSpec
 
 
@@ -75,7 +76,9 @@ def _local_resources() -> dict[str, float]:
     import torch
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+    n = torch.cuda.device_count()
+    memory = min((torch.cuda.get_device_properties(i).total_memory for i in range(n)), default=0) / 1e9
+    return {"CPU": float(cpus), "GPU": float(n), "GPU_MEMORY_GB": memory}
 
 
 def largest_node() -> dict[str, float]:
@@ -87,14 +90,24 @@ def largest_node() -> dict[str, float]:
 
 
 def check_resources(spec: SweepSpec, available: dict[str, float] | None = None, where: str = "this machine") -> None:
-    """A trial's ``resources:`` fit one node; else Tune would leave the trials pending forever."""
+    """A trial's ``resources:`` fit one node; else Tune would leave the trials pending forever. ``gpu: auto`` must
+    fit a GPU of ``resources.gpu_memory_gb`` (and that must not be more than this machine's GPU has)."""
     have = available if available is not None else _local_resources()
+    auto = spec.resources.gpu == gpu.AUTO
+    if auto:
+        gpu.check(gpu.search_plan(spec))
+        local_gb = have.get("GPU_MEMORY_GB", 0.0)
+        if local_gb and local_gb < spec.resources.gpu_memory_gb:
+            raise UserError(f"resources.gpu_memory_gb: {spec.resources.gpu_memory_gb:g} GB assumed for gpu: auto, "
+                            f"but the GPU of {where} has {local_gb:.1f} GB; set resources.gpu_memory_gb: "
+                            f"{int(local_gb)}")
     for key, field in (("CPU", "cpu"), ("GPU", "gpu")):
-        need = float(getattr(spec.resources, field))
+        need = float(getattr(spec.resources, field)) if field == "cpu" else gpu.search_gpu(spec)
         if need > have.get(key, 0.0):
             fix = (f"lower resources.{field} to at most {have.get(key, 0.0):g}" if have.get(key, 0.0)
                    else f"set resources.{field}: 0")
-            raise UserError(f"resources.{field}: each trial asks for {need:g} {key}(s), but {where} has "
+            asks = f"{need:g} {key}(s)" + (" (auto)" if auto and field == "gpu" else "")
+            raise UserError(f"resources.{field}: each trial asks for {asks}, but {where} has "
                             f"{have.get(key, 0.0):g}; {fix}, or run on a cluster that has them (--address)")
 
 

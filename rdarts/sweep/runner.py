@@ -28,6 +28,7 @@ from rdarts.experiment import (
     load_spec,
 )
 from rdarts.keys import trial_dirname, trial_name
+from rdarts.sweep.gpu import AUTO, search_gpu, search_plan
 from rdarts.sweep.preflight import check_resources, largest_node, preflight
 from rdarts.sweep.spec import SweepSpec
 
@@ -100,7 +101,7 @@ def build_tuner(spec: SweepSpec, *, storage: str | None = None, trainable: Calla
 def _with_resources(trainable: Callable[..., Any], spec: SweepSpec) -> Any:
     from ray import tune
 
-    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": search_gpu(spec)})
 
 
 # ------------------------------------------------------------------------------------------------- run / resume
@@ -155,6 +156,8 @@ def _start_ray(spec: SweepSpec, address: str | None, storage: str | None, verbos
     trial fits its largest node before any trial is queued."""
     joining = joins_cluster(address)
     preflight(spec, storage=storage, local=not joining)
+    if spec.resources.gpu == AUTO:
+        print(search_plan(spec).describe(), flush=True)
     init_ray(address, verbose=verbose >= 2)
     if joining:
         check_resources(spec, largest_node(), "the largest node of the cluster")

@@ -132,15 +132,24 @@ class StoppingSpec(StrictModel):
 
 class ResourcesSpec(StrictModel):
     cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-    """A fraction (e.g. 0.25: four searches share a GPU) or a whole number of GPUs per trial."""
+    gpu: float | Literal["auto"] = 0.0
+    """A fraction (e.g. 0.25: four searches share a GPU), a whole number of GPUs per trial, or ``auto``: 1/k of a
+    GPU for the largest k (at most 8) whose estimated peak memory fits (``rdarts.gpu_packing``)."""
+    gpu_memory_gb: float = Field(80.0, gt=0)
+    """The memory of one GPU of the machines the trials run on, for ``gpu: auto`` (decided where no GPU may be)."""
 
-    @field_validator("gpu")
+    @field_validator("gpu", mode="before")
     @classmethod
-    def _fraction_or_whole(cls, v: float) -> float:
+    def _fraction_whole_or_auto(cls, v: Any) -> Any:
+        if v == "auto" and isinstance(v, str):
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"must be 'auto', a fraction up to 1 or a whole number of GPUs, got {v!r}")
+        if v < 0:
+            raise ValueError(f"must be 'auto' or a number greater than or equal to 0, got {v}")
         if v > 1 and v != int(v):
-            raise ValueError(f"must be a fraction up to 1 or a whole number, got {v}")
-        return v
+            raise ValueError(f"must be 'auto', a fraction up to 1 or a whole number of GPUs, got {v}")
+        return float(v)
 
 
 class TrackingSpec(StrictModel):
