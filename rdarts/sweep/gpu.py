@@ -16,6 +16,7 @@ from rdarts import gpu_packing
 from rdarts.config import NATIVE_IMAGE_SIZES, SearchConfig
 from rdarts.errors import UserError
 from rdarts.spaces import Genotype
+from rdarts.sweep.spec import SweepSpec
 
 AUTO = "auto"
 
@@ -65,12 +66,12 @@ def plan(peaks: Iterable[tuple[float, str]], gpu_memory_gb: float) -> GpuPlan:
                    words)
 
 
-def search_plan(spec: Any) -> GpuPlan:
-    """The ``auto`` plan of a sweep's search trials (``spec``: a ``SweepSpec``)."""
+def search_plan(spec: SweepSpec) -> GpuPlan:
+    """The ``auto`` plan of a sweep's search trials."""
     return plan((search_peak(t["search"]) for t in spec.trials()), spec.resources.gpu_memory_gb)
 
 
-def retrain_plan(spec: Any, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> GpuPlan:
+def retrain_plan(spec: SweepSpec, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> GpuPlan:
     """The ``auto`` plan of retrain jobs, ``(genotype JSON, RetrainConfig.to_dict())``: the discrete network as a
     one-op-per-edge supernet, first order, no λ_max (a rough bound: it counts the mixture's share per op too)."""
     def peak(genotype: str, cfg: Mapping[str, Any]) -> tuple[float, str]:
@@ -96,13 +97,13 @@ def check(p: GpuPlan) -> None:
                         "resources.gpu: 1 to try anyway (the estimate errs on the large side)")
 
 
-def search_gpu(spec: Any) -> float:
+def search_gpu(spec: SweepSpec) -> float:
     """``resources.gpu`` of the search trials as Ray gets it."""
     gpu = spec.resources.gpu
     return search_plan(spec).fraction if gpu == AUTO else float(gpu)
 
 
-def retrain_gpu(spec: Any, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> float:
+def retrain_gpu(spec: SweepSpec, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> float:
     """``resources.gpu`` of the retrain trials as Ray gets it."""
     gpu = spec.resources.gpu
     return retrain_plan(spec, jobs).fraction if gpu == AUTO else float(gpu)
