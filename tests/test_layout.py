@@ -112,3 +112,6 @@ def test_sweep_validate_and_schema_load_no_torch() -> None:
     for argv in (["validate", "sweeps/quickstart.yaml"], ["schema"]):
         loaded = _modules_after(f"from rdarts.sweep.cli import main\nassert main({argv!r}) == 0")
         assert not {"torch", "ray", "mlflow"} & loaded, argv
+        # The user's command goes through the main parser, which imports every sub-CLI (reduce's included).
+        loaded = _modules_after(f"from rdarts.cli import main\nassert main({['sweep', *argv]!r}) == 0")
+        assert not {"torch", "ray", "mlflow"} & loaded, ["rdarts", "sweep", *argv]
