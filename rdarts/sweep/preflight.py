@@ -69,7 +69,9 @@ def check_data(trials: list[dict[str, Any]]) -> None:
                 load_dataset(dataset, root=folder, train=True)
                 load_dataset(dataset, root=folder, train=False)
         except DataError as e:
-            raise UserError(f"search.dataset {dataset!r}: {e}") from None
+            # The engine's message names the CLI flags; say what they are in a sweep file.
+            raise UserError(f"search.dataset {dataset!r}: {e} (in a sweep file: search.data_root: DIR, "
+                            "search.download: true)") from None
 
 
 def _local_resources() -> dict[str, float]:
