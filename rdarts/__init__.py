@@ -7,8 +7,7 @@ loaded on first use, so that ``import rdarts.config`` (settings, sweep files) do
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rdarts.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -41,13 +40,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rdarts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,8 +8,7 @@ not load torch through this package (the pipeline imports the retraining engine)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rdarts.lazy_exports import lazy_exports
 
 # Imported here, not lazily: ``collect`` and ``select`` are also the names of their modules, and importing a
 # submodule binds its name on the package, which would shadow a lazily exported function of the same name.
@@ -25,13 +24,4 @@ _EXPORTS = {
 __all__ = ["ReduceOutcome", "Selection", "collect", "reduce_experiment", "reduce_sweep", "select"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rdarts.reduce' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
