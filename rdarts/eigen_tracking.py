@@ -71,9 +71,10 @@ def dominant_alpha_eigenvalue(model: torch.nn.Module, alphas: Sequence[torch.Ten
     """λ_max of ∇²_α (L_val + arch_wd/2 ‖α‖²) on each of ``batches``: their mean, its standard error, the products.
 
     Each batch's solve starts from the Ritz vector of the one before (the first from ``start``, or from a random
-    vector drawn from ``generator`` when None). Between two measurements of a search the dominant eigenvector moves
-    little, so a warm start needs a few products where a cold one needs ten or more; the eigenvalue is the same
-    within the solver's tolerance. Raises ``DivergedError`` when the products are not finite.
+    vector drawn from ``generator`` when None). The eigenvalue is the same as a cold start's within the solver's
+    tolerance; the products saved are few, because between two measurements of a search the dominant eigenvector
+    turns (a new validation batch, moved weights: ``benchmarks/bench_warm_start.py`` measures by how much).
+    Raises ``DivergedError`` when the products are not finite.
     """
     alphas = list(alphas)
     n = sum(a.numel() for a in alphas)
