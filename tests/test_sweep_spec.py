@@ -172,6 +172,12 @@ def test_samples_are_drawn_reproducibly_within_bounds() -> None:
     assert [t["search"]["lr"] for t in a[:4]] == [t["search"]["lr"] for t in a[4:]]
 
 
+def test_a_mapping_where_a_name_belongs_says_it_got_a_mapping() -> None:
+    # A space of one's own written under space: (it belongs under space_ops:): the message shows what was found.
+    with pytest.raises(SweepError, match=r"search\.space: must be a valid string, got a mapping \{'normal'"):
+        tiny_spec("s", search={"space": {"normal": ["skip_connect"]}})
+
+
 def test_sample_choice_values_are_type_checked() -> None:
     sample = {"params": {"order": {"type": "choice", "values": ["first", 2]}}}
     with pytest.raises(SweepError, match=r"sample\.params\.order\.values\[1\]: must be a valid string"):

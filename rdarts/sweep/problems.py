@@ -69,8 +69,11 @@ def pydantic_message(err: Any) -> str:
     if kind == "value_error":
         return str(err["ctx"]["error"])
     msg = str(msg).replace("Input should be", "must be")
-    if "input" in err and not isinstance(err["input"], dict | list):
-        msg += f", got {short(err['input'])}"
+    if "input" in err:
+        value = err["input"]
+        # A mapping or a list where a scalar belongs is often YAML indentation or a field mixed up with another.
+        shape = "a mapping " if isinstance(value, dict) else "a list " if isinstance(value, list) else ""
+        msg += f", got {shape}{short(value)}"
     return msg
 
 
