@@ -29,11 +29,10 @@ import tempfile
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from rdarts.checkpoint import CheckpointStore
 from rdarts.config import SearchConfig
-from rdarts.eigen_tracking import saved_bn_buffers
+from rdarts.eigen_tracking import measured_loss, saved_bn_buffers
 from rdarts.hessian import dense_hessian, lanczos
 from rdarts.search import Search
 
@@ -80,12 +79,9 @@ def epoch_rows(space: str, args: argparse.Namespace) -> list[dict[str, float]]:
             search.model.load_state_dict(state["model"])
             search.model.train()  # the search's measurement mode: BN on batch statistics
 
-            def loss_fn() -> torch.Tensor:
-                loss = F.cross_entropy(search.model(probe), labels)
-                return loss + 0.5 * cfg.arch_weight_decay * sum((a * a).sum() for a in alphas)
-
             with saved_bn_buffers(search.model):
-                H = dense_hessian(loss_fn, alphas).double()
+                H = dense_hessian(lambda: measured_loss(search.model, alphas, (probe, labels), cfg.arch_weight_decay),
+                                  alphas).double()
             ev, U = torch.linalg.eigh(H)
             u = U[:, -1]
             if prev_u is not None and prev_ritz is not None:

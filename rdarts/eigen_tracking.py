@@ -53,6 +53,14 @@ def alpha_summary(weights: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
             "alphas_reduce": json.dumps([[round(v, 6) for v in row] for row in weights[1].tolist()])}
 
 
+def measured_loss(model: torch.nn.Module, alphas: Sequence[torch.Tensor], batch: Batch,
+                  arch_weight_decay: float) -> torch.Tensor:
+    """The loss whose α Hessian is measured: validation cross-entropy plus ``arch_wd/2 ‖α‖²`` (the reference's)."""
+    x, y = batch
+    loss = F.cross_entropy(model(x), y)
+    return loss + 0.5 * arch_weight_decay * sum((a * a).sum() for a in alphas)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class EigenMeasurement:
     value: float
@@ -83,15 +91,11 @@ def dominant_alpha_eigenvalue(model: torch.nn.Module, alphas: Sequence[torch.Ten
     values: list[float] = []
     iterations = 0
     model.train()
-    for x, y in batches:
-        def loss_fn(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
-            loss = F.cross_entropy(model(x), y)
-            return loss + 0.5 * arch_weight_decay * sum((a * a).sum() for a in alphas)  # type: ignore[return-value]
-
+    for batch in batches:
         # The weights keep requires_grad: freezing them shrinks the graph but, measured at the reference's size on
         # CPU (benchmarks/bench_engine.py), made each Hessian-vector product about 2.6x slower.
         with saved_bn_buffers(model):
-            matvec = hvp_fn(loss_fn(), alphas)
+            matvec = hvp_fn(measured_loss(model, alphas, batch, arch_weight_decay), alphas)
             try:
                 res = lanczos(matvec, n, tol=tol, max_iter=max_iter, generator=generator, device=alphas[0].device,
                               start=start)
